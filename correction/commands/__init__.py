@@ -1,0 +1,24 @@
+"""The `excise` subcommands, listed explicitly (no discovery)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def _commands() -> list[Command]:
+    from correction.commands import evaluate, models
+
+    return [models.COMMAND, evaluate.COMMAND]
+
+
+COMMANDS: list[Command] = _commands()

@@ -1,0 +1,1 @@
+"""Measurements of a model: perplexity, task metrics, toxicity, repetition."""

@@ -1,0 +1,1 @@
+"""Models: the embedded default, loading and validation, and per-family adapters."""

@@ -1,0 +1,1 @@
+"""Scorers: relevance of weights, neurons and heads over reference data."""
