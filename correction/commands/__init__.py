@@ -16,9 +16,9 @@ class Command:
 
 
 def _commands() -> list[Command]:
-    from correction.commands import evaluate, models
+    from correction.commands import circuit, correct, evaluate, export, models, prune, serve
 
-    return [models.COMMAND, evaluate.COMMAND]
+    return [models.COMMAND, evaluate.COMMAND, prune.COMMAND, correct.COMMAND, export.COMMAND, circuit.COMMAND, serve.COMMAND]
 
 
 COMMANDS: list[Command] = _commands()

@@ -82,7 +82,11 @@ def validate_model_folder(folder: Path) -> Path:
     return folder
 
 
-def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+def load_model(
+    spec: str | Path, *, dtype: str = "float32", device: str = "cpu", device_map: str | dict | None = None
+) -> LoadedModel:
+    """`device_map` (e.g. "auto") spreads a model larger than one device over several through
+    accelerate, and then takes the place of `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -91,9 +95,11 @@ def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[dtype], trust_remote_code=False, use_safetensors=True
+            path, dtype=DTYPES[dtype], trust_remote_code=False, use_safetensors=True, device_map=device_map
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise ExciseError(f"cannot load the model in {path}: {error}") from error
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path)

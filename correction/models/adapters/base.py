@@ -15,6 +15,8 @@ from typing import ClassVar
 
 from torch import nn
 
+from correction.errors import ExciseError
+
 
 @dataclass(frozen=True)
 class AttentionBlock:
@@ -60,6 +62,9 @@ class ModelAdapter(ABC):
     model_types: ClassVar[tuple[str, ...]]
     #: name of the config field holding the MLP width (changed by structured pruning)
     mlp_width_key: ClassVar[str]
+    #: per model_type, the config fields (query heads, key/value heads, head size) through which a
+    #: model with fewer heads per layer is expressed; absent where transformers or vLLM cannot
+    head_config_keys: ClassVar[dict[str, tuple[str, str, str]]] = {}
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -95,6 +100,10 @@ class ModelAdapter(ABC):
             for name, module in self.model.named_modules()
             if isinstance(module, nn.Linear) and id(module) in inside
         }
+
+    def lrp_patches(self) -> list:
+        """The lxt AttnLRP rules for this family as `correction.lrp.Patch`es (see correction/lrp)."""
+        raise ExciseError(f"LRP rules are not defined for model type {self.config.model_type!r}")
 
     def module_name(self, module: nn.Module) -> str:
         for name, candidate in self.model.named_modules():

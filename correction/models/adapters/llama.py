@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
 from correction.models.adapters.base import AttentionBlock, DecoderLayer, MlpBlock, ModelAdapter
@@ -10,6 +12,8 @@ from correction.models.adapters.base import AttentionBlock, DecoderLayer, MlpBlo
 class LlamaAdapter(ModelAdapter):
     model_types = ("llama", "mistral", "qwen2")
     mlp_width_key = "intermediate_size"
+    # vLLM's Qwen2 derives the head size from hidden_size / heads, so fewer heads cannot be expressed there.
+    head_config_keys = {t: ("num_attention_heads", "num_key_value_heads", "head_dim") for t in ("llama", "mistral")}
 
     def layer_modules(self) -> list[nn.Module]:
         return list(self.model.model.layers)
@@ -39,3 +43,16 @@ class LlamaAdapter(ModelAdapter):
 
     def final_norm(self) -> nn.Module:
         return self.model.model.norm
+
+    def lrp_patches(self) -> list:
+        """lxt's Llama AttnLRP map, built from this model's own classes so that Mistral and
+        Qwen2 (same structure, own modeling modules) get the same rules."""
+        from correction.lrp.patching import attention_patches, dropout_patches, gated_mlp_patches, rms_norm_patches
+
+        layer = self.layer_modules()[0]
+        return [
+            *gated_mlp_patches(type(layer.mlp)),
+            *rms_norm_patches(type(layer.input_layernorm)),
+            *dropout_patches(),
+            *attention_patches(sys.modules[type(layer.self_attn).__module__]),
+        ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
+from correction.errors import ExciseError
 from correction.models.adapters.base import AttentionBlock, DecoderLayer, MlpBlock, ModelAdapter
 
 
@@ -39,3 +42,22 @@ class OptAdapter(ModelAdapter):
 
     def final_norm(self) -> nn.Module:
         return self.model.model.decoder.final_layer_norm
+
+    def lrp_patches(self) -> list:
+        """lxt has no OPT map; this one is built from its LayerNorm, Dropout and attention rules.
+
+        The MLP needs no patch: through ReLU, gradient x input already is the identity rule
+        (relu(x)/x is the ReLU gradient), so fc1 -> ReLU -> fc2 propagates LRP as it is.
+        """
+        from correction.lrp.patching import attention_patches, dropout_patches, layer_norm_patches
+
+        if self.config.activation_function != "relu":
+            raise ExciseError(
+                f"LRP rules for OPT assume a ReLU MLP; this model uses {self.config.activation_function!r}"
+            )
+        layer = self.layer_modules()[0]
+        return [
+            *layer_norm_patches(type(layer.self_attn_layer_norm)),
+            *dropout_patches(),
+            *attention_patches(sys.modules[type(layer.self_attn).__module__]),
+        ]

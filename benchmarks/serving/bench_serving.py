@@ -1,0 +1,258 @@
+"""Serving benchmark: vLLM's own OpenAI server vs excise (dense, + toxicity
+scoring, base + LoRA correction on one engine), same model, same bounded load.
+
+Each server runs alone, one after the other, with the same engine settings
+(fp32, enforce_eager on CPU, max_model_len 2048, vLLM's default thread binding).
+Load: N streamed completions of a fixed 32-token prompt, 64 output tokens each
+(ignore_eos), C concurrent. Writes benchmarks/results/serving.md.
+
+    python benchmarks/serving/bench_serving.py [--model smollm2] [--requests 64] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results" / "serving.md"
+ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1",
+}
+MAX_MODEL_LEN = 2048
+log = logging.getLogger("bench_serving")
+
+
+@dataclass
+class RunResult:
+    name: str
+    wall_s: float
+    output_tokens: int
+    latencies: list[float]
+    ttfts: list[float]
+    errors: int
+
+    @property
+    def throughput(self) -> float:
+        return self.output_tokens / self.wall_s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, **ENV, "PYTHONPATH": str(REPO)}
+    log.info("starting: %s", " ".join(cmd))
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: list[int], out_tokens: int):
+    body = {"model": model, "prompt": prompt, "max_tokens": out_tokens, "temperature": 0, "stream": True,
+            "ignore_eos": True, "stream_options": {"include_usage": True}}
+    began = time.perf_counter()
+    ttft, tokens = None, 0
+    async with client.stream("POST", url + "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("choices") and ttft is None:
+                ttft = time.perf_counter() - began
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+    return time.perf_counter() - began, ttft, tokens
+
+
+async def load(url: str, models: list[str], prompt: list[int], n: int, concurrency: int, out_tokens: int, name: str):
+    gate = asyncio.Semaphore(concurrency)
+    results, errors = [], 0
+
+    async def run(i: int):
+        nonlocal errors
+        async with gate:
+            try:
+                results.append(await one_request(client, url, models[i % len(models)], prompt, out_tokens))
+            except httpx.HTTPError as exc:
+                errors += 1
+                log.warning("request %d failed: %s", i, exc)
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        # Warm-up (first requests pay one-off costs), not measured.
+        await asyncio.gather(*(one_request(client, url, m, prompt, 4) for m in models))
+        began = time.perf_counter()
+        await asyncio.gather(*(run(i) for i in range(n)))
+        wall = time.perf_counter() - began
+    return RunResult(name, wall, sum(r[2] for r in results), [r[0] for r in results],
+                     [r[1] for r in results if r[1] is not None], errors)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def neuron_lora(base: Path, out: Path, per_layer: int) -> Path:
+    """A correction removing `per_layer` MLP neurons of every layer, as a PEFT LoRA (see DESIGN.md §3)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    rank = next(r for r in (8, 16, 32, 64) if r >= per_layer)
+    tensors = {}
+    for i, layer in enumerate(model.model.layers):
+        w = layer.mlp.down_proj.weight.detach()  # [hidden, intermediate]
+        chosen = torch.randperm(w.shape[1], generator=torch.Generator().manual_seed(i))[:per_layer]
+        a, b = torch.zeros(rank, w.shape[1]), torch.zeros(w.shape[0], rank)
+        a[torch.arange(per_layer), chosen] = 1.0
+        b[:, :per_layer] = -w[:, chosen]
+        prefix = f"base_model.model.model.layers.{i}.mlp.down_proj"
+        tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"] = a.contiguous(), b.contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "target_modules": ["down_proj"],
+        "lora_dropout": 0.0, "bias": "none", "base_model_name_or_path": str(base),
+    }))
+    return out
+
+
+def excise_config(tmp: Path, model: Path, lora: Path | None) -> Path:
+    variants = [{"name": "m", "base": str(model)}]
+    if lora is not None:
+        variants.append({"name": "m-fixed", "base": str(model), "correction": str(lora)})
+    config = {"engine_defaults": {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "max_lora_rank": 16},
+              "variants": variants}
+    path = tmp / f"excise-{'lora' if lora else 'dense'}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def scenarios(model: Path, tmp: Path, lora: Path):
+    py = sys.executable
+    vllm_cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "m",
+                "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager"]
+    dense = excise_config(tmp, model, None)
+    both = excise_config(tmp, model, lora)
+    return [
+        ("vLLM OpenAI server", vllm_cmd, "/health", ["m"]),
+        ("excise dense", [py, "-m", "server", "--config", str(dense), "--no-toxicity"], "/ready", ["m"]),
+        ("excise dense + toxicity scoring", [py, "-m", "server", "--config", str(dense)], "/ready", ["m"]),
+        ("excise base + LoRA on one engine (50/50 traffic)", [py, "-m", "server", "--config", str(both)], "/ready",
+         ["m", "m-fixed"]),
+    ]
+
+
+def write_report(results: list[RunResult], args, model_desc: str, command: str) -> None:
+    ref = results[0]
+    lines = [
+        "# Serving benchmark", "",
+        f"Command: `{command}`", "",
+        f"Model: {model_desc}. Load: {args.requests} streamed completions, concurrency {args.concurrency}, "
+        f"32-token prompt, {args.out_tokens} output tokens each (ignore_eos), greedy, after a warm-up. fp32, "
+        f"enforce_eager, max_model_len {MAX_MODEL_LEN}, vLLM's default CPU thread binding, one server at a time.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs while this ran "
+        f"(load average at start {os.getloadavg()[0]:.1f}): compare the ratios, not the absolute numbers.", "",
+        "| server | output tok/s | vs vLLM | latency p50 (s) | latency p95 (s) | TTFT p50 (ms) | TTFT vs vLLM (ms) | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.throughput:.1f} | {r.throughput / ref.throughput:.3f} | {pct(r.latencies, 0.5):.2f} | "
+            f"{pct(r.latencies, 0.95):.2f} | {1000 * statistics.median(r.ttfts):.0f} | "
+            f"{1000 * (statistics.median(r.ttfts) - statistics.median(ref.ttfts)):+.0f} | {r.errors} |"
+        )
+    lines += ["", "Targets (issue 5): excise >= 0.95 of vLLM's throughput, <= 10 ms added TTFT p50, scoring included.", ""]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+    log.info("wrote %s", RESULTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2", help="embedded name or HF folder")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out-tokens", type=int, default=64)
+    parser.add_argument("--only", help="comma-separated scenario numbers (1-4) to run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.update({k: v for k, v in ENV.items() if k not in os.environ})
+    sys.path.insert(0, str(REPO))
+    from correction.models.loading import resolve_model_path
+    from transformers import AutoTokenizer
+
+    model = resolve_model_path(args.model)
+    tok = AutoTokenizer.from_pretrained(model)
+    words = tok.encode(" ".join(["The river bank near the old mill was quiet in the morning."] * 8))
+    prompt = words[:32]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        lora = neuron_lora(model, tmp / "lora", per_layer=16)
+        chosen = [int(i) for i in args.only.split(",")] if args.only else [1, 2, 3, 4]
+        for number, (name, cmd, ready_path, models) in enumerate(scenarios(model, tmp, lora), start=1):
+            if number not in chosen:
+                continue
+            port = free_port()
+            proc = start([*cmd, "--port", str(port)], tmp / f"server-{number}.log")
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url, proc, ready_path)
+                result = asyncio.run(load(url, models, prompt, args.requests, args.concurrency, args.out_tokens, name))
+                log.info("%s: %.1f tok/s, TTFT p50 %.0f ms", name, result.throughput, 1000 * statistics.median(result.ttfts))
+                results.append(result)
+            finally:
+                stop(proc)
+    command = "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])
+    write_report(results, args, f"{args.model} ({model})", command.strip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Circuit discovery: the sparsest sub-network that still does a task, its faithfulness and graph."""
+
+from correction.circuits.ablation import ablated, input_means
+from correction.circuits.artifact import write_circuit
+from correction.circuits.discovery import CircuitConfig, CircuitResult, discover_circuit
+from correction.circuits.graph import circuit_graph, graph_to_dot
+from correction.circuits.sweep import CurvePoint, pick_sparsest
+
+__all__ = [
+    "CircuitConfig",
+    "CircuitResult",
+    "CurvePoint",
+    "ablated",
+    "circuit_graph",
+    "discover_circuit",
+    "graph_to_dot",
+    "input_means",
+    "pick_sparsest",
+    "write_circuit",
+]

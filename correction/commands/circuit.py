@@ -1,0 +1,63 @@
+"""`excise circuit`: find the sparsest sub-network that still does a task, and export it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from correction.commands import Command
+from correction.errors import ExciseError
+
+
+def _sparsities(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.5,0.8,0.9") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2", help="HF model folder or embedded name (default: smollm2)")
+    parser.add_argument("--task", default="ioi", help="built-in task (ioi) or FILE.jsonl with prompt/correct/incorrect")
+    parser.add_argument("--method", default="lrp", help="scorer: lrp, wanda, gradient, activation, magnitude")
+    parser.add_argument("--granularity", default="weight", help="weight, neuron or head")
+    parser.add_argument("--scope", default="row", help="row (uniform per row / layer) or global (one ranking)")
+    parser.add_argument("--target", default="task_logit_diff", help="task_logit_diff (default) or task_correct")
+    parser.add_argument("--retain", type=float, default=0.9, help="share of the dense logit difference to keep")
+    parser.add_argument("--sparsities", type=_sparsities, help="grid, e.g. 0.5,0.7,0.9 (default: 0.5..0.98)")
+    parser.add_argument("--refine", type=int, default=3, help="bisection steps near the threshold (default: 3)")
+    parser.add_argument("--reference", type=int, default=32, help="prompts to score (default: 32)")
+    parser.add_argument("--heldout", type=int, default=64, help="held-out prompts to evaluate (default: 64)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from correction.circuits import CircuitConfig, discover_circuit, write_circuit
+
+    if args.out.exists() and not args.force:
+        raise ExciseError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+    settings = {
+        "model": args.model, "task": args.task, "method": args.method, "granularity": args.granularity,
+        "scope": args.scope, "target": args.target, "retain": args.retain, "refine_steps": args.refine,
+        "reference": args.reference, "heldout": args.heldout, "seed": args.seed, "batch_size": args.batch_size,
+        "device": args.device,
+    }
+    if args.sparsities:
+        settings["sparsities"] = args.sparsities
+    result = discover_circuit(CircuitConfig(**settings))
+    write_circuit(result, args.out, force=args.force)
+    zero, mean = result.faithfulness["zero"], result.faithfulness["mean"]
+    print(f"dense: logit diff {result.dense.logit_diff:.3f}, accuracy {result.dense.accuracy:.3f} "
+          f"on {result.dense.count} held-out prompts")
+    print(f"circuit: sparsity {result.chosen.sparsity:.4g} ({result.chosen.weight_sparsity:.4f} of weights), "
+          f"logit diff {zero['logit_diff']:.3f} zero-ablated ({zero['retained']:.0%}), "
+          f"{mean['logit_diff']:.3f} mean-ablated ({mean['retained']:.0%})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMAND = Command(name="circuit", help="find a task circuit (sparsest mask keeping task performance)", add_arguments=add_arguments, run=run)

@@ -1,0 +1,134 @@
+"""`lora`: a mask that only removes MLP neurons, as an exact PEFT LoRA adapter on the base model.
+
+Zeroing neurons S of a layer equals subtracting W_out[:, S] · E_Sᵀ from the MLP's
+output projection (down_proj / fc2), because a removed neuron acts on the output
+only through its column: B = −W_out[:, S] ([hidden, r]), A = E_Sᵀ ([r, width],
+one-hot rows), lora_alpha = r so the scaling is 1. (The mask also zeroes the
+neuron's input rows; that changes nothing once its output column is gone.) The
+rank is the largest |S| over layers, padded with zero rows/columns up to a rank
+vLLM accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from safetensors.torch import save_file
+
+from correction.errors import ExciseError
+from correction.export.base import ExportOptions, Exporter, ExportResult
+from correction.export.source import ExportSource
+from correction.masks import MaskSet
+from correction.models.adapters import get_adapter
+from correction.models.loading import DTYPES, load_model
+from correction.validation import check_tensor, read_json, tensor_specs
+
+logger = logging.getLogger(__name__)
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+def lora_rank(masks: MaskSet) -> tuple[int, int]:
+    """(largest number of removed neurons in a layer, the vLLM rank it is padded to)."""
+    needed = max(int((~kept).sum()) for kept in masks.neurons.values())
+    for rank in VLLM_LORA_RANKS:
+        if rank >= needed:
+            return needed, rank
+    raise ExciseError(
+        f"this mask removes up to {needed} neurons in one layer, more than vLLM's largest LoRA rank "
+        f"({VLLM_LORA_RANKS[-1]}); export it as a dense model with --to hf (or --to shrunk) instead"
+    )
+
+
+def neuron_lora(weight: torch.Tensor, kept: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [rank, width] and B [out, rank] with B @ A = −W[:, removed] E_removedᵀ (padding rows/columns zero)."""
+    removed = (~kept).nonzero().squeeze(1)  # [|S|]
+    lora_a = torch.zeros(rank, weight.shape[1], dtype=weight.dtype)  # [rank, width]
+    lora_a[torch.arange(len(removed)), removed] = 1.0
+    lora_b = torch.zeros(weight.shape[0], rank, dtype=weight.dtype)  # [out, rank]
+    lora_b[:, : len(removed)] = -weight[:, removed]
+    return lora_a, lora_b
+
+
+class LoraExporter(Exporter):
+    name = "lora"
+    summary = (
+        "A PEFT LoRA adapter on the base model's MLP output projections that removes the masked neurons exactly "
+        "(B = -W[:, S], A = one-hot rows, scaling 1): base + adapter == masked model."
+    )
+    usage = (
+        "`peft.PeftModel.from_pretrained(base_model, '{folder}')`, or in vLLM: `LLM(model=BASE, enable_lora=True, "
+        "max_lora_rank=R)` with `LoRARequest(name, 1, '{folder}')` (R ≥ `r` in adapter_config.json)."
+    )
+
+    def check(self, source: ExportSource, options: ExportOptions) -> None:
+        masks = source.require_masks(self.name)
+        if not masks.only_neurons():
+            raise ExciseError(
+                f"{source.folder} is not a neuron-only mask (it has "
+                f"{'weight' if masks.weights else 'head'} masks); only removed MLP neurons are an exact LoRA — "
+                "export it with --to hf (or --to sparse) instead"
+            )
+        lora_rank(masks)
+
+    @torch.no_grad()
+    def write(self, source: ExportSource, folder: Path, options: ExportOptions) -> ExportResult:
+        masks = source.require_masks(self.name)
+        needed, rank = lora_rank(masks)
+        loaded = load_model(source.base_path)
+        adapter = get_adapter(loaded.model)
+        dtype = DTYPES[options.dtype or "float32"]
+        tensors: dict[str, torch.Tensor] = {}
+        targets = set()
+        for layer in adapter.layers():
+            output = layer.mlp.output
+            kept = masks.neurons.get(layer.index, torch.ones(output.in_features, dtype=torch.bool))
+            lora_a, lora_b = neuron_lora(output.weight.float(), kept, rank)
+            name = PEFT_PREFIX + adapter.module_name(output)
+            tensors[f"{name}.lora_A.weight"] = lora_a.to(dtype).contiguous()
+            tensors[f"{name}.lora_B.weight"] = lora_b.to(dtype).contiguous()
+            targets.add(name.rsplit(".", 1)[1])
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=rank,  # scaling = alpha / r = 1
+            target_modules=sorted(targets),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=str(source.base_path),
+        )
+        config.save_pretrained(str(folder))
+        save_file(tensors, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        logger.info("lora: up to %d neurons per layer, rank %d", needed, rank)
+        return ExportResult(
+            metrics={"lora": {"rank": rank, "max_removed_neurons": needed}},
+            notes=[f"rank {rank} (up to {needed} removed neurons in a layer, zero-padded); serve with max_lora_rank ≥ {rank}"],
+        )
+
+    def validate(self, folder: Path, base_path: Path) -> None:
+        config = read_json(folder / ADAPTER_CONFIG)
+        rank = config.get("r")
+        if config.get("peft_type") != "LORA" or rank not in VLLM_LORA_RANKS or config.get("lora_alpha") != rank:
+            raise ExciseError(
+                f"{folder}/{ADAPTER_CONFIG} is not an excise LoRA (peft_type LORA, r in {VLLM_LORA_RANKS}, lora_alpha = r)"
+            )
+        if config.get("use_dora") or config.get("use_rslora"):
+            raise ExciseError(f"{folder}/{ADAPTER_CONFIG} asks for DoRA/rsLoRA, which an excise LoRA never uses")
+        base = tensor_specs(base_path)
+        tensors = tensor_specs(folder, ADAPTER_WEIGHTS)
+        if not tensors:
+            raise ExciseError(f"{folder} has no {ADAPTER_WEIGHTS}")
+        for name, (shape, dtype) in tensors.items():
+            module, _, part = name.removeprefix(PEFT_PREFIX).rpartition(".lora_")
+            target = base.get(f"{module}.weight")
+            if not name.startswith(PEFT_PREFIX) or part not in ("A.weight", "B.weight") or target is None:
+                raise ExciseError(f"{folder}: adapter tensor {name} does not belong to a layer of the base model")
+            out_features, in_features = target[0]
+            expected = (rank, in_features) if part == "A.weight" else (out_features, rank)
+            check_tensor(folder, name, shape, dtype, (expected, target[1]))

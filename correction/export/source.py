@@ -1,0 +1,72 @@
+"""What an export starts from: a validated artifact, its verified base model, and the masked model.
+
+A mask artifact (kind mask, circuit or correction) holds a `MaskSet` for a base
+model pinned by the hash of its weights; a `sparse` artifact holds the pruned
+weights themselves. Both are validated (manifest hashes, base model hash, mask
+shapes) before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from correction.errors import ExciseError
+from correction.manifest import Manifest
+from correction.masks import MaskSet
+from correction.models.adapters import get_adapter
+from correction.models.loading import DTYPES, LoadedModel, load_model
+from correction.validation import MASK_KINDS, validate_artifact
+
+
+@dataclass
+class ExportSource:
+    folder: Path
+    manifest: Manifest
+    base_path: Path  # the verified dense base model folder
+    masks: MaskSet | None  # None for a sparse checkpoint, which holds its weights itself
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def require_masks(self, target: str) -> MaskSet:
+        if self.masks is None:
+            raise ExciseError(
+                f"{self.folder} is a {self.kind} artifact; --to {target} needs a mask artifact "
+                f"(kind {', '.join(sorted(MASK_KINDS))})"
+            )
+        return self.masks
+
+
+def open_source(folder: Path) -> ExportSource:
+    validated = validate_artifact(folder)
+    masks = MaskSet.load(folder) if validated.manifest.kind in MASK_KINDS else None
+    return ExportSource(folder=Path(folder), manifest=validated.manifest, base_path=validated.base_path, masks=masks)
+
+
+@torch.no_grad()
+def load_masked(source: ExportSource, target: str, *, dtype: str = "float32") -> tuple[LoadedModel, dict[str, torch.Tensor]]:
+    """The base model with the mask applied (computed in fp32, then cast), and its weight masks.
+
+    Pruned weights are set to +0.0 (a product with a zero mask can give -0.0), so a sparse
+    checkpoint, which stores only kept values, restores them bit for bit.
+    """
+    masks = source.require_masks(target)
+    loaded = load_model(source.base_path, dtype="float32")
+    adapter = get_adapter(loaded.model)
+    masks.apply(adapter)
+    weight_masks = masks.weight_masks(adapter)
+    params = dict(loaded.model.named_parameters())
+    for name, mask in weight_masks.items():
+        params[name].copy_(torch.where(mask, params[name], torch.zeros((), dtype=params[name].dtype)))
+    loaded.model.to(DTYPES[dtype])
+    return loaded, weight_masks
+
+
+def save_model_folder(loaded: LoadedModel, folder: Path) -> None:
+    """A plain Hugging Face folder: safetensors weights, config, generation config, tokenizer."""
+    loaded.model.save_pretrained(folder, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(folder)

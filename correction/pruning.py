@@ -1,0 +1,293 @@
+"""`prune`: score a model, cut a mask at a sparsity, measure it, write a mask artifact.
+
+The artifact is a folder written atomically (`correction.atomic.atomic_folder`):
+- `masks.safetensors`: the bit-packed `MaskSet` (True = kept);
+- `scores.safetensors` (with `save_scores`): the raw scores, so other sparsities or
+  granularities of the same unit can be cut later without scoring again (`from_scores`);
+- `manifest.json`: base model pinned by weight hash, method and parameters, data specs,
+  the exact sparsity achieved per tensor, per layer and overall, perplexity before/after,
+  timings and peak memory;
+- `README.md`: a short card saying the same for people.
+
+Everything the user can get wrong (settings, model folder, data sizes, an existing
+`out`) is checked before the long scoring run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from correction import scoring
+from correction.atomic import atomic_folder, write_json
+from correction.data.windows import DataSpec, token_windows
+from correction.errors import ExciseError
+from correction.evaluation.perplexity import default_evaluation_spec, perplexity
+from correction.home import excise_home
+from correction.manifest import BaseModelRef, Manifest, MethodInfo
+from correction.masks import MaskSet
+from correction.models.adapters import ModelAdapter, get_adapter
+from correction.models.identity import base_model_ref
+from correction.models.loading import LoadedModel, load_model
+from correction.scoring.scores import SCORES_FILE, Scores
+from correction.selection import get_selection, selection_names
+
+logger = logging.getLogger(__name__)
+
+README_NAME = "README.md"
+#: bump when the perplexity protocol changes, so cached "before" values are not reused
+PERPLEXITY_CACHE_VERSION = 1
+
+
+class PruneConfig(BaseModel):
+    """Everything that determines a mask artifact; saved (resolved) into its manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2"
+    method: str | None = Field(None, description="scorer; taken from the scores artifact with from_scores")
+    sparsity: float = Field(ge=0.0, lt=1.0)
+    granularity: str = "row"
+    calibration: DataSpec = DataSpec(split="calibration", count=64, length=512, order="random")
+    evaluation: DataSpec | None = Field(default_factory=default_evaluation_spec, description="None: no perplexity")
+    save_scores: bool = False
+    from_scores: Path | None = None
+    seed: int = Field(0, description="torch seed while scoring (the calibration draw has its own, in its spec)")
+    device: str = "cpu"
+    batch_size: int = Field(1, ge=1, description="reference windows per scoring step")
+    params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
+    selection_params: dict[str, Any] = Field(default_factory=dict, description="selection parameters (nm: m)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str | None) -> str | None:
+        if method is not None and method not in scoring.SCORERS:
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(scoring.SCORERS)}")
+        return method
+
+    @field_validator("granularity")
+    @classmethod
+    def _known_granularity(cls, granularity: str) -> str:
+        if granularity not in selection_names():
+            raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(selection_names())}")
+        return granularity
+
+    @model_validator(mode="after")
+    def _method_or_scores(self) -> PruneConfig:
+        if self.method is None and self.from_scores is None:
+            raise ValueError("give a method to score with, or from_scores to reuse saved scores")
+        return self
+
+
+@dataclass
+class ScoredModel:
+    """Scores plus how they were made (what a manifest needs to say about them)."""
+
+    scores: Scores
+    method: str
+    params: dict[str, Any]
+    calibration: dict[str, Any] | None
+    timings: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    parent: str | None = None
+
+
+def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
+    """Score (or load scores), select, apply, evaluate and write the mask artifact to `out`."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExciseError(f"{out} already exists; choose another --out or pass --force to replace it")
+    selection = get_selection(config.granularity)
+    selection.check(config.sparsity, config.selection_params)
+    base = base_model_ref(config.model)  # refuses unknown architectures before anything loads
+    saved = _load_saved_scores(config.from_scores, base) if config.from_scores else None
+    if saved and config.method not in (None, saved.method):
+        raise ExciseError(
+            f"{config.from_scores} holds {saved.method} scores, not {config.method}; drop --method or score again"
+        )
+    torch.manual_seed(config.seed)
+    loaded = load_model(config.model, device=config.device)
+    max_length = loaded.model.config.max_position_embeddings
+    calibration = None if saved else token_windows(loaded.tokenizer, config.calibration, max_length=max_length)
+    evaluation = None
+    if config.evaluation is not None:
+        evaluation = token_windows(loaded.tokenizer, config.evaluation, max_length=max_length)
+
+    timings: dict[str, float] = {}
+    ppl_before = _cached_perplexity(loaded, base, config, evaluation, timings) if evaluation is not None else None
+    scored = saved or _score(config, loaded, calibration, selection.unit)
+
+    started = time.perf_counter()
+    adapter = get_adapter(loaded.model)
+    masks = selection(scored.scores, adapter, config.sparsity, config.selection_params)
+    timings["selection_s"] = time.perf_counter() - started
+    masks.apply(adapter)
+
+    metrics: dict[str, Any] = {}
+    if evaluation is not None:
+        started = time.perf_counter()
+        metrics["perplexity"] = {"before": ppl_before, "after": perplexity(loaded.model, evaluation).perplexity}
+        timings["evaluation_after_s"] = time.perf_counter() - started
+        logger.info("perplexity %(before).3f -> %(after).3f", metrics["perplexity"])
+    manifest = _manifest(config, base, scored, sparsity_by_layer(masks, adapter), metrics, timings)
+    with atomic_folder(out, force=force) as folder:
+        masks.save(folder)
+        if config.save_scores:
+            scored.scores.save(folder)
+        (folder / README_NAME).write_text(model_card(manifest, has_scores=config.save_scores))
+        manifest.save(folder)
+    logger.info("wrote %s (sparsity %.4f overall)", out, manifest.sparsity["overall"])
+    return out
+
+
+def _manifest(
+    config: PruneConfig,
+    base: BaseModelRef,
+    scored: ScoredModel,
+    sparsity: dict[str, float],
+    metrics: dict[str, Any],
+    timings: dict[str, float],
+) -> Manifest:
+    return Manifest(
+        kind="mask",
+        base_model=base,
+        method=MethodInfo(
+            name=scored.method,
+            granularity=config.granularity,
+            sparsity=config.sparsity,
+            params={"scoring": scored.params, "selection": config.selection_params, "seed": config.seed},
+        ),
+        data={
+            "calibration": scored.calibration,
+            "evaluation": config.evaluation.model_dump() if config.evaluation else None,
+        },
+        sparsity=sparsity,
+        metrics=metrics,
+        timings=scored.timings | timings,
+        resources=scored.resources,
+        parent=scored.parent,
+    )
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+def _score(config: PruneConfig, loaded: LoadedModel, windows: torch.Tensor, unit: str) -> ScoredModel:
+    """Score in this process: lrp's class patches are undone when its session ends, before the
+    pruned model is evaluated. The peak memory recorded is this process's up to the end of scoring."""
+    result = scoring.score_model(
+        loaded.model, windows, config.method, granularities={unit}, batch_size=config.batch_size, **config.params
+    )
+    resources = {"peak_rss_mb": result.peak_rss_bytes / 2**20}
+    if result.peak_cuda_bytes is not None:
+        resources["peak_cuda_mb"] = result.peak_cuda_bytes / 2**20
+    return ScoredModel(
+        scores=result.scores,
+        method=config.method,
+        params=result.params
+        | {
+            "target": result.target,
+            "granularities": result.granularities,
+            "batch_size": config.batch_size,
+            "samples": result.samples,
+            "tokens": result.tokens,
+        },
+        calibration=config.calibration.model_dump(),
+        timings={"scoring_s": result.wall_seconds},
+        resources=resources,
+    )
+
+
+def _load_saved_scores(folder: Path, base: BaseModelRef) -> ScoredModel:
+    manifest = Manifest.load(folder)
+    if SCORES_FILE not in manifest.files:
+        raise ExciseError(f"{folder} holds no saved scores; make it with `excise prune --save-scores`")
+    if manifest.base_model.weights_sha256 != base.weights_sha256:
+        raise ExciseError(
+            f"{folder} was scored on another model ({manifest.base_model.spec}, weights "
+            f"{manifest.base_model.weights_sha256[:12]}), not {base.spec} ({base.weights_sha256[:12]}); score again"
+        )
+    if manifest.method is None:
+        raise ExciseError(f"{folder}/manifest.json names no method; the artifact is not a mask artifact")
+    return ScoredModel(
+        scores=Scores.load(folder),
+        method=manifest.method.name,
+        params=manifest.method.params.get("scoring", {}),
+        calibration=manifest.data.get("calibration"),
+        parent=str(Path(folder).resolve()),
+    )
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def _cached_perplexity(
+    loaded: LoadedModel, base: BaseModelRef, config: PruneConfig, windows: torch.Tensor, timings: dict[str, float]
+) -> float:
+    """Perplexity of the dense model, cached under excise_home by weights hash + evaluation spec."""
+    key = json.dumps(
+        {
+            "weights": base.weights_sha256,
+            "spec": config.evaluation.model_dump(),
+            "device": config.device,
+            "version": PERPLEXITY_CACHE_VERSION,
+        },
+        sort_keys=True,
+    )
+    path = excise_home() / "cache" / "perplexity" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    if path.is_file():
+        logger.info("dense perplexity from cache %s", path)
+        return json.loads(path.read_text())["perplexity"]
+    started = time.perf_counter()
+    value = perplexity(loaded.model, windows).perplexity
+    timings["evaluation_before_s"] = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"perplexity": value, "key": json.loads(key)})
+    return value
+
+
+# ---- reporting -------------------------------------------------------------------------------
+def sparsity_by_layer(masks: MaskSet, adapter: ModelAdapter) -> dict[str, float]:
+    """Exact share removed: per weight tensor (by parameter name), per decoder layer (`layer.<i>`)
+    over its prunable linears, and `overall` over all prunable linears."""
+    report = masks.sparsity_report(adapter)
+    weight_masks = masks.weight_masks(adapter)
+    linears = adapter.prunable_linears()
+    for index, layer_module in enumerate(adapter.layer_modules()):
+        members = {id(m) for m in layer_module.modules()}
+        removed = total = 0
+        for name, module in linears.items():
+            if id(module) in members:
+                mask = weight_masks.get(f"{name}.weight")
+                removed += 0 if mask is None else int((~mask).sum())
+                total += module.weight.numel()
+        report[f"layer.{index}"] = removed / total if total else 0.0
+    return report
+
+
+def model_card(manifest: Manifest, *, has_scores: bool) -> str:
+    method = manifest.method
+    ppl = manifest.metrics.get("perplexity")
+    ppl_line = f"- Perplexity: {ppl['before']:.3f} dense -> {ppl['after']:.3f} pruned\n" if ppl else ""
+    calibration = manifest.data.get("calibration") or {}
+    layers = [v for k, v in manifest.sparsity.items() if k.startswith("layer.")]
+    return (
+        f"# Mask: {method.name}, {method.granularity}, {method.sparsity:.0%} sparsity\n\n"
+        f"A pruning mask made by excise for `{manifest.base_model.spec}` "
+        f"(weights sha256 `{manifest.base_model.weights_sha256[:16]}`).\n\n"
+        f"- Scores: {method.name} over {calibration.get('count', '?')} x {calibration.get('length', '?')} "
+        f"tokens of {calibration.get('source', '?')}\n"
+        f"- Sparsity achieved: {manifest.sparsity['overall']:.4f} of decoder linear weights"
+        + (f" ({min(layers):.4f}-{max(layers):.4f} per layer)" if layers else "")
+        + "\n"
+        "- Embeddings, norms and the LM head are not pruned.\n"
+        f"{ppl_line}"
+        f"- Files: `masks.safetensors` (bit-packed, True = kept)"
+        + (", `scores.safetensors` (raw scores; cut other sparsities with `--from-scores`)" if has_scores else "")
+        + ", `manifest.json` (provenance, per-layer sparsity, timings)\n\n"
+        "Apply with `MaskSet.load(folder).apply(get_adapter(model))`, or export a dense folder for vLLM.\n"
+    )

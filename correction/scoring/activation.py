@@ -1,0 +1,45 @@
+"""Activation scorer: mean |activation| of each unit over reference tokens (padding excluded).
+
+Neuron i: the MLP hidden activation entering the output projection. Head h: the head's
+attention output before o_proj, averaged over its head_dim values. No weight scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from correction.scoring.base import Scorer, register_scorer
+from correction.scoring.batches import ReferenceBatch
+from correction.scoring.hooks import HookSet
+from correction.scoring.scores import Scores
+
+
+@register_scorer
+class ActivationScorer(Scorer):
+    name = "activation"
+    supported_granularities = ("neuron", "head")
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with HookSet() as hooks:
+            self.tap_units(hooks, self._tap)
+            yield
+
+    def _tap(self, key: str, unit_size: int):
+        def tap(x: torch.Tensor) -> None:
+            magnitude = self.per_token(x.detach().float()).abs() * self.batch.mask[..., None]  # [B, T, units * unit_size]
+            per_unit = magnitude.sum((0, 1)).view(-1, unit_size).mean(-1)  # [units]
+            self.sums[key].add_(per_unit)
+
+        return tap
+
+    def step(self, batch: ReferenceBatch) -> None:
+        self.batch = batch = batch.to(self.device)
+        with torch.no_grad():
+            self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        self.count += batch.num_tokens()
+
+    def scores(self) -> Scores:
+        return self.mean_scores()

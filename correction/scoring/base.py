@@ -1,0 +1,161 @@
+"""The scorer interface and its registry.
+
+A scorer is built for one model (through its adapter), a set of granularities and a
+target. `session()` installs what it needs (hooks, LRP rules) and removes it afterwards;
+`step(batch)` runs one reference batch and adds to fp32 running sums (one buffer per
+scored tensor, allocated up front, so ranks can all-reduce them; never per-sample copies);
+`scores()` turns the sums into `Scores`. `sums` plus `count` are everything a scorer
+accumulates: summing them over data-parallel ranks gives the single-process result.
+
+Structured units (see `unit_scores`): a neuron is column i of the MLP output projection,
+a head the columns h*head_dim:(h+1)*head_dim of o_proj, so every method scores a unit by
+what reads it. Heads are scored per query head; under grouped-query attention a KV group's
+score is the sum of the scores of the query heads sharing it (`kv_group_scores`), which is
+what selection ranks to remove whole KV groups.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from correction.errors import ExciseError
+from correction.models.adapters import ModelAdapter
+from correction.scoring.batches import ReferenceBatch
+from correction.scoring.hooks import HookSet
+from correction.scoring.scores import Scores
+from correction.scoring.targets import Target
+
+GRANULARITIES = ("weight", "neuron", "head")
+
+
+class ScorerConfig(BaseModel):
+    """Per-method parameters; a method with none uses this empty config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scorer(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
+    supported_granularities: ClassVar[tuple[str, ...]] = GRANULARITIES
+    #: False for scorers that look only at the weights (no reference data, no steps)
+    needs_data: ClassVar[bool] = True
+
+    def __init__(self, adapter: ModelAdapter, granularities: set[str], target: Target, config: ScorerConfig):
+        unsupported = set(granularities) - set(self.supported_granularities)
+        if unsupported:
+            raise ExciseError(
+                f"scorer {self.name!r} cannot score {', '.join(sorted(unsupported))}; "
+                f"it scores {', '.join(self.supported_granularities)}"
+            )
+        self.adapter = adapter
+        self.granularities = set(granularities)
+        self.target = target
+        self.config = config
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0.0
+        #: the batch a step is running (hooks read its shape and padding mask)
+        self.batch: ReferenceBatch | None = None
+
+    def per_token(self, activation: torch.Tensor) -> torch.Tensor:
+        """An activation of the running batch as `[B, T, features]` (OPT flattens its MLP
+        input to `[B*T, features]`)."""
+        return activation.reshape(*self.batch.input_ids.shape, activation.shape[-1])
+
+    def buffer(self, key: str, like: torch.Tensor | None = None, size: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Allocate (once) the fp32 running sum `key`, shaped like `like` or `size`."""
+        if key not in self.sums:
+            device = like.device if like is not None else self.device
+            shape = like.shape if like is not None else size
+            self.sums[key] = torch.zeros(shape, dtype=torch.float32, device=device)
+        return self.sums[key]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.model.parameters()).device
+
+    def tap_units(self, hooks: HookSet, make_tap: Callable[[str, int], Callable[[torch.Tensor], None]]) -> None:
+        """Allocate `neuron/<layer>` and `head/<layer>` sums (as requested) and hook
+        `make_tap(key, unit_size)` onto the output projections' inputs, whose features are
+        the units: one per neuron, head_dim per head."""
+        for layer in self.adapter.layers():
+            attn = layer.attention
+            if "neuron" in self.granularities:
+                self.buffer(f"neuron/{layer.index}", size=(layer.mlp.num_neurons,))
+                hooks.on_input(layer.mlp.output, make_tap(f"neuron/{layer.index}", 1))
+            if "head" in self.granularities:
+                self.buffer(f"head/{layer.index}", size=(attn.num_heads,))
+                hooks.on_input(attn.o_proj, make_tap(f"head/{layer.index}", attn.head_dim))
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Install hooks (and anything else a step needs) for the duration of the block."""
+        yield
+
+    def step(self, batch: ReferenceBatch) -> None:
+        raise RuntimeError(f"scorer {self.name!r} needs no reference data; call scores() directly")
+
+    @abstractmethod
+    def scores(self) -> Scores:
+        """The scores from the sums accumulated so far (or from the weights alone)."""
+
+    def mean_scores(self) -> Scores:
+        """Sums kept under `weight/<param>`, `neuron/<layer>`, `head/<layer>`, divided by `count`."""
+        if self.count == 0:
+            raise ExciseError(f"scorer {self.name!r} saw no reference data; pass a non-empty reference set")
+        scores = Scores()
+        for key, total in self.sums.items():
+            kind, _, name = key.partition("/")
+            mean = total / self.count
+            if kind == "weight":
+                scores.weights[name] = mean
+            else:
+                getattr(scores, f"{kind}s")[int(name)] = mean
+        return scores
+
+
+SCORERS: dict[str, type[Scorer]] = {}
+
+
+def register_scorer(scorer: type[Scorer]) -> type[Scorer]:
+    if scorer.name in SCORERS:
+        raise ValueError(f"scorer {scorer.name!r} is already registered ({SCORERS[scorer.name].__name__})")
+    SCORERS[scorer.name] = scorer
+    return scorer
+
+
+def scorer_class(name: str) -> type[Scorer]:
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ExciseError(f"unknown scoring method {name!r}; choose one of {', '.join(sorted(SCORERS))}") from None
+
+
+def unit_scores(
+    adapter: ModelAdapter, granularities: set[str], column_scores: Callable[[nn.Linear], torch.Tensor]
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Neuron and head scores as sums of per-weight scores of the output projections.
+
+    `column_scores(linear) -> [out, in]` is the method's weight score of that projection.
+    """
+    neurons, heads = {}, {}
+    for layer in adapter.layers():
+        if "neuron" in granularities:
+            neurons[layer.index] = column_scores(layer.mlp.output).sum(0)  # [num_neurons]
+        if "head" in granularities:
+            attn = layer.attention
+            per_column = column_scores(attn.o_proj).sum(0)  # [num_heads * head_dim]
+            heads[layer.index] = per_column.view(attn.num_heads, attn.head_dim).sum(-1)
+    return neurons, heads
+
+
+def kv_group_scores(head_scores: torch.Tensor, heads_per_group: int) -> torch.Tensor:
+    """`[num_heads]` -> `[num_kv_heads]`: query heads g*heads_per_group ... share KV group g."""
+    return head_scores.view(-1, heads_per_group).sum(-1)

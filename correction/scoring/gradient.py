@@ -1,0 +1,101 @@
+"""Gradient x input scorers: `gradient` (plain loss) and the base that `lrp` reuses.
+
+Relevance of a tensor for one sample is the tensor times the gradient of the sample's
+objective with respect to it, summed over the sample's tokens. For a weight W of a linear
+y = x W^T this is W * (sum_t g_t^T x_t) (W times its per-sample gradient); for a unit it is
+a * a.grad of the activation entering the output projection (MLP hidden activation,
+per-head attention output before o_proj), summed over tokens (and the head's dimensions).
+The score is the mean over samples of |relevance| (aggregation="absolute", default) or of
+the signed relevance (aggregation="signed").
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Literal
+
+import torch
+from torch import nn
+
+from correction.scoring.base import Scorer, ScorerConfig, register_scorer
+from correction.scoring.batches import ReferenceBatch
+from correction.scoring.hooks import HookSet, activation_gradients, on_gradient
+from correction.scoring.scores import Scores
+
+
+class RelevanceConfig(ScorerConfig):
+    aggregation: Literal["absolute", "signed"] = "absolute"
+
+
+class GradientTimesInputScorer(Scorer):
+    config_class = RelevanceConfig
+
+    @abstractmethod
+    def objective(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
+        """`[B, T, V]` logits -> `[B]` per-sample objective to differentiate."""
+
+    def _aggregated(self, relevance: torch.Tensor) -> torch.Tensor:
+        return relevance.abs() if self.config.aggregation == "absolute" else relevance
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            hooks = stack.enter_context(HookSet())
+            if "weight" in self.granularities:
+                for name, linear in self.adapter.prunable_linears().items():
+                    key = f"weight/{name}.weight"
+                    self.buffer(key, like=linear.weight)
+                    hooks.on_input_output(linear, self._weight_tap(linear, key))
+            self.tap_units(hooks, self._unit_tap)
+            stack.enter_context(activation_gradients(self.adapter))
+            yield
+
+    def _weight_tap(self, linear: nn.Linear, key: str):
+        def tap(x: torch.Tensor, y: torch.Tensor) -> None:
+            x = self.per_token(x.detach())  # [B, T, in]
+
+            def add(grad: torch.Tensor) -> None:
+                grad = self.per_token(grad)  # [B, T, out]
+                # |W * G| = |W| * |G|: one fused multiply-add per sample into the running sum
+                weight, total = self._aggregated(linear.weight.float()), self.sums[key]
+                for xb, gb in zip(x.float(), grad.float()):  # one sample at a time: one [out, in] buffer
+                    total.addcmul_(weight, self._aggregated(gb.T @ xb))  # gb.T @ xb: [out, in] gradient
+
+            on_gradient(y, add)
+
+        return tap
+
+    def _unit_tap(self, key: str, unit_size: int):
+        def tap(x: torch.Tensor) -> None:
+            def add(grad: torch.Tensor) -> None:
+                product = self.per_token(x.detach().float() * grad.float())  # [B, T, units * unit_size]
+                per_sample = product.sum(1).view(product.shape[0], -1, unit_size).sum(-1)  # [B, units]
+                self.sums[key].add_(self._aggregated(per_sample).sum(0))
+
+            on_gradient(x, add)
+
+        return tap
+
+    def step(self, batch: ReferenceBatch) -> None:
+        self.target.check(batch)
+        self.batch = batch = batch.to(self.device)
+        with torch.enable_grad():
+            logits = self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            self.objective(logits.float(), batch).sum().backward()
+        self.count += len(batch)
+
+    def scores(self) -> Scores:
+        return self.mean_scores()
+
+
+@register_scorer
+class GradientScorer(GradientTimesInputScorer):
+    """|W * grad| of the plain loss: per-sample mean next-token NLL on LM data, the task
+    objective for task targets."""
+
+    name = "gradient"
+
+    def objective(self, logits, batch):
+        return self.target.loss(logits, batch)

@@ -1,0 +1,19 @@
+"""Magnitude scorer: |W|. Needs no reference data."""
+
+from __future__ import annotations
+
+from correction.scoring.base import Scorer, register_scorer, unit_scores
+from correction.scoring.scores import Scores
+
+
+@register_scorer
+class MagnitudeScorer(Scorer):
+    name = "magnitude"
+    needs_data = False
+
+    def scores(self) -> Scores:
+        weights = {}
+        if "weight" in self.granularities:
+            weights = {f"{n}.weight": m.weight.detach().float().abs() for n, m in self.adapter.prunable_linears().items()}
+        neurons, heads = unit_scores(self.adapter, self.granularities, lambda m: m.weight.detach().float().abs())
+        return Scores(weights=weights, neurons=neurons, heads=heads)

@@ -1,0 +1,90 @@
+"""Errors a client sees, in OpenAI's envelope.
+
+Each error type maps to one HTTP status; `app.py` installs one handler for the
+family. Messages say what is wrong and what to do, in one line.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+
+class ApiError(Exception):
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ApiError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+    code = "model_not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "already_exists"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "context_length_exceeded"
+
+
+class _RetryLater(ApiError):
+    def __init__(self, message: str, *, retry_after_s: int, **kw):
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class TooManyRequests(_RetryLater):
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class Unavailable(_RetryLater):
+    status = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class ServerError(ApiError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())

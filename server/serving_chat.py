@@ -1,0 +1,122 @@
+"""POST /v1/chat/completions: the tokenizer's chat template, then generation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from vllm.outputs import CompletionOutput
+
+from server.errors import BadRequest
+from server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    new_id,
+)
+from server.serving import Call, ServingContext
+from server.serving_completion import _decoded, _last
+from server.streaming import Stream, sse
+
+
+class ChatServing:
+    endpoint = "chat"
+
+    def __init__(self, ctx: ServingContext) -> None:
+        self.ctx = ctx
+
+    def prepare(self, call: Call, request: ChatCompletionRequest) -> list[int]:
+        tok = call.engine.tokenizer
+        if not call.engine.has_chat_template:
+            raise BadRequest(
+                f"model {call.variant.name!r} has no chat template; use /v1/completions with a plain prompt",
+                param="messages",
+            )
+        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        try:
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja errors from a model's own template (e.g. role order rules)
+            raise BadRequest(f"the model's chat template rejected the messages: {exc}", param="messages") from None
+        return tok.encode(text, add_special_tokens=False)
+
+    async def create(self, call: Call, request: ChatCompletionRequest) -> ChatCompletionResponse | Stream:
+        ids = self.prepare(call, request)
+        max_tokens = self.ctx.max_tokens(call, len(ids), request.requested_max_tokens())
+        params = request.sampling_params(max_tokens)
+        call.prompt_tokens = len(ids)
+        rid = new_id("chatcmpl")
+        gen = self.ctx.generate(call, ids, params, rid)
+        if request.stream:
+            return await Stream.open(self._stream(call, request, rid, gen))
+        final = await _last(gen)
+        if final.metrics is not None and final.metrics.first_token_latency:
+            call.ttft = final.metrics.first_token_latency
+        choices = []
+        for out in sorted(final.outputs, key=lambda o: o.index):
+            call.output_tokens += len(out.token_ids)
+            call.texts.append(out.text)
+            choices.append(
+                ChatChoice(
+                    index=out.index,
+                    message=AssistantMessage(content=out.text),
+                    logprobs=_logprobs(call, out, request.top_logprobs or 0) if request.logprobs else None,
+                    finish_reason=out.finish_reason,
+                )
+            )
+        return ChatCompletionResponse(id=rid, model=call.model_name, choices=choices, usage=_usage(call))
+
+    async def _stream(self, call: Call, request: ChatCompletionRequest, rid: str, gen) -> AsyncIterator[str]:
+        created = int(time.time())
+        texts: dict[int, list[str]] = {}
+
+        def chunk(choices: list[dict], **extra) -> str:
+            body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.model_name,
+                    "choices": choices, **extra}
+            return sse(body)
+
+        async for out in gen:
+            call.first_token()
+            for o in out.outputs:
+                if o.index not in texts:
+                    texts[o.index] = []
+                    yield chunk([{"index": o.index, "delta": {"role": "assistant", "content": ""},
+                                  "logprobs": None, "finish_reason": None}])
+                texts[o.index].append(o.text)
+                call.output_tokens += len(o.token_ids)
+                logprobs = _logprobs(call, o, request.top_logprobs or 0).model_dump() if request.logprobs else None
+                yield chunk([{"index": o.index, "delta": {"content": o.text}, "logprobs": logprobs,
+                              "finish_reason": o.finish_reason}])
+        call.texts = ["".join(t) for _, t in sorted(texts.items())]
+        if request.stream_options and request.stream_options.include_usage:
+            yield chunk([], usage=_usage(call).model_dump())
+
+
+def _usage(call: Call) -> Usage:
+    return Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.output_tokens,
+                 total_tokens=call.prompt_tokens + call.output_tokens)
+
+
+def _logprobs(call: Call, out: CompletionOutput, k: int) -> ChoiceLogprobs:
+    tok = call.engine.tokenizer
+    content = []
+    for token_id, candidates in zip(out.token_ids, out.logprobs or [], strict=False):
+        chosen = candidates.get(token_id)
+        text = _decoded(tok, token_id, chosen)
+        tops = sorted(
+            ((lp.rank, _decoded(tok, tid, lp), lp.logprob) for tid, lp in candidates.items()
+             if lp.rank is not None and lp.rank <= k),
+        )
+        content.append(
+            TokenLogprob(
+                token=text,
+                logprob=chosen.logprob if chosen else -9999.0,  # JSON has no -inf
+                bytes=list(text.encode()),
+                top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for _, t, lp in tops],
+            )
+        )
+    return ChoiceLogprobs(content=content)

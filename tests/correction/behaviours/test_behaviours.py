@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from correction.behaviours import BEHAVIOURS, get_behaviour, text_batches
+from correction.behaviours.base import EvaluationSettings
+from correction.errors import ExciseError
+from correction.evaluation.generation import TransformersGenerator
+from correction.models.loading import load_model
+from correction.reference_data import load_prompts
+
+
+def test_registry_knows_toxicity_and_repetition():
+    assert set(BEHAVIOURS) == {"toxicity", "repetition"}
+    with pytest.raises(ExciseError, match="no reference set"):
+        get_behaviour("sarcasm")
+
+
+def test_prompts_come_from_the_right_half():
+    behaviour = get_behaviour("toxicity")
+    heldout = behaviour.prompts("heldout")
+    assert heldout == [p.text for p in load_prompts("toxic", "heldout")]
+    assert behaviour.prompts("reference", 5) == [p.text for p in load_prompts("toxic", "reference")][:5]
+
+
+def test_text_batches_pad_right_and_cut(tiny_llama_dir):
+    tokenizer = load_model(tiny_llama_dir).tokenizer
+    texts = ["a b c d e f g h", "a b", "c"]
+    batches = text_batches(tokenizer, texts, batch_size=2, max_length=4)
+    assert [len(b) for b in batches] == [2, 1]
+    first = batches[0]
+    ids = [tokenizer.encode(t, add_special_tokens=False)[:4] for t in texts]
+    assert first.attention_mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
+    assert first.input_ids[0, : len(ids[0])].tolist() == ids[0]
+    assert first.input_ids[1, : len(ids[1])].tolist() == ids[1]
+    assert first.input_ids.dtype == torch.long
+
+
+def test_toxicity_with_a_harmless_model_has_nothing_to_correct(tiny_llama_dir):
+    loaded = load_model(tiny_llama_dir)
+    generator = TransformersGenerator(loaded.model, loaded.tokenizer, progress=False)
+    behaviour = get_behaviour("toxicity")
+    with pytest.raises(ExciseError, match="nothing to correct"):
+        behaviour.undesired_texts(generator, behaviour.prompts("reference", 3), EvaluationSettings(samples=2))

@@ -1,0 +1,167 @@
+import json
+
+import pytest
+import torch
+
+from correction.behaviours import EvaluationSettings
+from correction.cli import main
+from correction.correcting import CorrectConfig, choose, contrastive_scores, correct, remove_lowest
+from correction.errors import ExciseError
+from correction.evaluation.toxicity import TOXICITY_SCORERS, register_toxicity_scorer
+from correction.manifest import Manifest
+from correction.masks import MaskSet
+from correction.models.adapters import get_adapter
+from correction.models.loading import load_model
+from correction.scoring import Scores
+from correction.validation import validate_artifact
+
+
+def neuron_scores(layer0, layer1) -> Scores:
+    return Scores(neurons={0: torch.tensor(layer0, dtype=torch.float32), 1: torch.tensor(layer1, dtype=torch.float32)})
+
+
+def removed(masks: MaskSet) -> set[tuple[int, int]]:
+    return {(layer, int(i)) for layer, keep in masks.neurons.items() for i in (~keep).nonzero().flatten()}
+
+
+# general: layer 1 matters 100x more than layer 0; undesired: one neuron in layer 0, mostly neuron 3 of layer 1
+GENERAL = neuron_scores([1, 1, 1, 1], [100, 100, 100, 100])
+UNDESIRED = neuron_scores([0, 0, 1, 0], [0, 0, 10, 90])
+
+
+def test_overall_normalisation_picks_by_hand():
+    # g / 404 and u / 101: layer-1 neuron 3 has 0.2475 - 0.8911 = -0.64, layer-0 neuron 2 0.0025 - 0.0099
+    contrast = contrastive_scores(GENERAL, UNDESIRED, "neuron", "overall")
+    assert contrast.neurons[1][3].item() == pytest.approx(100 / 404 - 90 / 101)
+    assert removed(remove_lowest(contrast, "neuron", 1)) == {(1, 3)}
+    assert removed(remove_lowest(contrast, "neuron", 2)) == {(1, 3), (0, 2)}
+
+
+def test_layer_normalisation_picks_by_hand():
+    # per layer: layer 0 neuron 2 = 0.25 - 1.0 = -0.75, layer 1 neuron 3 = 0.25 - 0.9 = -0.65, neuron 2 = 0.15
+    contrast = contrastive_scores(GENERAL, UNDESIRED, "neuron", "layer")
+    assert contrast.neurons[0][2].item() == pytest.approx(-0.75)
+    assert removed(remove_lowest(contrast, "neuron", 1)) == {(0, 2)}
+    assert removed(remove_lowest(contrast, "neuron", 2)) == {(0, 2), (1, 3)}
+
+
+def test_ties_go_to_the_lower_layer_and_index():
+    contrast = neuron_scores([0, 0, 0], [0, 0, 0])
+    assert removed(remove_lowest(contrast, "neuron", 2)) == {(0, 0), (0, 1)}
+
+
+def test_weights_and_heads_remove_exactly_k():
+    weights = Scores(weights={"a.weight": torch.arange(12.0).view(3, 4), "b.weight": -torch.arange(6.0).view(2, 3)})
+    masks = remove_lowest(weights, "weight", 4)
+    assert sum(int((~m).sum()) for m in masks.weights.values()) == 4
+    assert masks.weights["a.weight"].all() and int((~masks.weights["b.weight"]).sum()) == 4
+    heads = Scores(heads={0: torch.tensor([3.0, 1.0]), 1: torch.tensor([2.0, 0.5])})
+    assert {(k, int(i)) for k, m in remove_lowest(heads, "head", 2).heads.items() for i in (~m).nonzero().flatten()} == {
+        (1, 1), (0, 1)
+    }
+
+
+def test_budget_above_the_component_count_is_refused():
+    with pytest.raises(ExciseError, match="exceeds the 8 neurons"):
+        remove_lowest(GENERAL, "neuron", 9)
+
+
+def test_mismatched_scores_are_refused():
+    with pytest.raises(ExciseError, match="same neurons"):
+        contrastive_scores(GENERAL, Scores(neurons={0: torch.ones(4)}), "neuron", "overall")
+
+
+def test_choose_takes_the_largest_reduction_within_the_bound():
+    rows = [
+        {"budget": 10, "reduction": 0.2, "perplexity_increase": 0.001},
+        {"budget": 20, "reduction": 0.5, "perplexity_increase": 0.015},
+        {"budget": 30, "reduction": 0.5, "perplexity_increase": 0.019},
+        {"budget": 40, "reduction": 0.9, "perplexity_increase": 0.05},
+    ]
+    assert choose(rows, 0.02)["budget"] == 20
+    assert choose(rows, 0.1)["budget"] == 40
+    assert choose(rows, 0.0) is None
+
+
+def tiny_config(model, **changes) -> CorrectConfig:
+    base = dict(
+        model=str(model), behaviour="repetition", method="wanda", granularity="neuron", budget=5,
+        general="wiki:4x32", evaluation="wiki:2x32", settings=EvaluationSettings(max_prompts=4, samples=2),
+    )
+    return CorrectConfig(**(base | changes))
+
+
+def test_correct_writes_a_valid_artifact_removing_exactly_k(tiny_llama_dir, tmp_path):
+    out = correct(tiny_config(tiny_llama_dir), tmp_path / "fix")
+    validated = validate_artifact(out)  # hashes, base model, mask shapes
+    manifest = Manifest.load(out)
+    assert manifest.kind == "correction" and validated.manifest.kind == "correction"
+    masks = MaskSet.load(out)
+    assert masks.only_neurons()
+    assert sum(int((~keep).sum()) for keep in masks.neurons.values()) == 5
+    metrics = manifest.metrics
+    assert metrics["budget"] == 5 and metrics["repetition"]["primary"] == "repetitive_share"
+    assert set(metrics["perplexity"]) == {"before", "after"}
+    assert manifest.method.name == "wanda" and manifest.method.params["contrast"] == "general - undesired"
+    # the recorded perplexity after is the masked model's
+    loaded = load_model(tiny_llama_dir)
+    masks.apply(get_adapter(loaded.model))
+    from correction.data.windows import DataSpec, token_windows
+    from correction.evaluation.perplexity import perplexity
+
+    windows = token_windows(loaded.tokenizer, DataSpec.parse("wiki:2x32", split="evaluation", order="sequential"))
+    assert perplexity(loaded.model, windows, progress=False).perplexity == pytest.approx(metrics["perplexity"]["after"], rel=1e-5)
+
+
+def test_sweep_records_every_budget_and_keeps_one_within_the_bound(tiny_llama_dir, tmp_path):
+    out = correct(tiny_config(tiny_llama_dir, method="lrp", sweep=[2, 6], ppl_bound=1.0), tmp_path / "sweep")
+    metrics = Manifest.load(out).metrics
+    assert [row["budget"] for row in metrics["sweep"]] == [2, 6]
+    chosen = next(row for row in metrics["sweep"] if row["budget"] == metrics["budget"])
+    assert chosen["perplexity_increase"] <= 1.0
+    assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    code = main(["correct", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--behaviour", "repetition", "--budget", "100000"], "exceeds the 256 neurons"),
+        (["--behaviour", "sarcasm"], "unknown behaviour 'sarcasm' (no reference set)"),
+        (["--behaviour", "repetition", "--method", "magnitude"], "cannot contrast"),
+        (["--behaviour", "toxicity", "--toxicity-scorer", "broken-for-test"], "failed to load"),
+        (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2"], "nothing to correct"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_llama_dir, tmp_path, capsys):
+    def broken():
+        raise OSError("model file is truncated")
+
+    register_toxicity_scorer("broken-for-test", broken)
+    try:
+        code, err = cli(capsys, "--model", str(tiny_llama_dir), "--out", str(tmp_path / "fix"), *args)
+    finally:
+        del TOXICITY_SCORERS["broken-for-test"]
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("excise:")]  # progress bars aside
+    assert len(errors) == 1 and message in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_correct_smollm2_toxicity_small_budget(smollm2_dir, tmp_path, capsys):
+    code = main([
+        "correct", "--model", str(smollm2_dir), "--behaviour", "toxicity", "--method", "lrp", "--budget", "20",
+        "--max-prompts", "8", "--samples", "3", "--general", "wiki:4x64", "--evaluation", "wiki:2x128",
+        "--out", str(tmp_path / "fix"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    manifest = Manifest.load(tmp_path / "fix")
+    before = manifest.metrics["toxicity"]["before"]
+    assert before["toxicity_probability"] > 0  # the dense model is measurably toxic on held-out prompts
+    assert sum(int((~k).sum()) for k in MaskSet.load(tmp_path / "fix").neurons.values()) == 20
+    assert json.loads((tmp_path / "fix" / "manifest.json").read_text())["kind"] == "correction"

@@ -1,0 +1,66 @@
+"""One real excise server process for the server tests (started once, ~30-90 s on CPU).
+
+It serves a tiny Llama (`tiny`), a neuron-removal correction of it as LoRA
+(`tiny-fixed`), and an experiment `ab` splitting 3:1 between them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openai
+import pytest
+
+from server_helpers import ServerProcess, build_tiny_llama_vllm, neuron_lora
+
+API_KEYS = ("key-a", "key-b")
+ADMIN_KEY = "admin-secret"
+MAX_IN_FLIGHT = 6
+# The configured correction: 40 MLP neurons of each layer.
+FIXED_NEURONS = {0: list(range(0, 80, 2)), 1: list(range(1, 81, 2))}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_llama_vllm(tmp_path_factory.mktemp("server-model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def fixed_lora(tiny_dir, tmp_path_factory) -> Path:
+    return neuron_lora(tiny_dir, tmp_path_factory.mktemp("lora") / "tiny-fixed", FIXED_NEURONS)
+
+
+@pytest.fixture(scope="session")
+def server_config(tiny_dir, fixed_lora, tmp_path_factory) -> Path:
+    config = {
+        "engine_defaults": {"dtype": "float32", "max_lora_rank": 64},
+        "variants": [
+            {"name": "tiny", "base": str(tiny_dir)},
+            {"name": "tiny-fixed", "base": str(tiny_dir), "correction": str(fixed_lora)},
+        ],
+        "experiments": [
+            {"name": "ab", "arms": [{"variant": "tiny", "weight": 3}, {"variant": "tiny-fixed", "weight": 1}]}
+        ],
+    }
+    path = tmp_path_factory.mktemp("config") / "serve.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(server_config, tmp_path_factory):
+    args = ["--config", str(server_config), "--admin-key", ADMIN_KEY, "--max-in-flight", str(MAX_IN_FLIGHT)]
+    for key in API_KEYS:
+        args += ["--api-key", key]
+    proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEYS[0], max_retries=0, timeout=120)

@@ -1,0 +1,141 @@
+"""Models, corrections and a running server for the server tests.
+
+vLLM's CPU attention supports head sizes 32 and up, so the server tests use a
+Llama like `tiny_models.build_tiny_llama` but with head_dim 32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+import tiny_models
+
+REPO = Path(__file__).resolve().parents[2]
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def build_tiny_llama_vllm(out: Path, seed: int = 0) -> Path:
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+    )
+    return tiny_models._save(config, out, seed)
+
+
+def neuron_lora(base: Path, out: Path, neurons: dict[int, list[int]], manifest: bool = True) -> Path:
+    """Removal of MLP neurons as a PEFT LoRA: B = -W_down[:, S], A = E_S^T, rank padded, scaling 1."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    width = max(len(s) for s in neurons.values())
+    rank = next(r for r in LORA_RANKS if r >= width)
+    tensors = {}
+    for layer, chosen in neurons.items():
+        w_down = model.model.layers[layer].mlp.down_proj.weight.detach()  # [hidden, intermediate]
+        a = torch.zeros(rank, w_down.shape[1])  # [rank, intermediate]
+        b = torch.zeros(w_down.shape[0], rank)  # [hidden, rank]
+        for j, neuron in enumerate(chosen):
+            a[j, neuron] = 1.0
+            b[:, j] = -w_down[:, neuron]
+        prefix = f"base_model.model.model.layers.{layer}.mlp.down_proj"
+        tensors[f"{prefix}.lora_A.weight"] = a.contiguous()
+        tensors[f"{prefix}.lora_B.weight"] = b.contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0,
+        "target_modules": ["down_proj"], "bias": "none", "fan_in_fan_out": False, "use_rslora": False,
+        "base_model_name_or_path": str(base),
+    }
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if manifest:
+        _write_manifest(base, out)
+    return out
+
+
+def _write_manifest(base: Path, out: Path) -> None:
+    from correction.manifest import BaseModelRef, Manifest, MethodInfo
+
+    ref = BaseModelRef(spec=str(base), path=str(base), model_type="llama", weights_sha256="test")
+    Manifest(kind="lora", base_model=ref, method=MethodInfo(name="test", granularity="neuron")).save(out)
+
+
+@torch.no_grad()
+def masked_greedy(base: Path, prompt_ids: list[int], neurons: dict[int, list[int]], n_tokens: int):
+    """Greedy continuation with MLP neurons zeroed, in transformers (fp32): (token ids, their log-probs)."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    for layer, chosen in neurons.items():
+        model.model.layers[layer].mlp.down_proj.weight[:, chosen] = 0.0
+    ids = torch.tensor([prompt_ids])
+    logprobs = []
+    for _ in range(n_tokens):
+        step = model(ids).logits[0, -1].log_softmax(-1)  # [vocab]
+        next_id = step.argmax()
+        logprobs.append(step[next_id].item())
+        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+    return ids[0, len(prompt_ids):].tolist(), logprobs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m server` in a subprocess (its own process group, killed on stop)."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        full_env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--port", str(self.port), *args],
+            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"server not ready after {timeout} s; log:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
