@@ -37,7 +37,6 @@ endif
 	touch $@
 
 serve: install
-	$(BIN)/excise models prepare smollm2
 	$(BIN)/excise serve --default --host $(HOST) --port $(PORT)
 
 test: install

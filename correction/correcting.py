@@ -10,7 +10,14 @@
    `normalise="layer"` over the components of the same layer/tensor), so the two
    references weigh the same whatever their length; then
    `contrast = general - undesired` (higher = keep). A component with a low
-   contrast matters for the undesired behaviour but not for general text;
+   contrast matters for the undesired behaviour but not for general text.
+   `normalise="relative"` (the default) divides that difference by the
+   component's own normalised relevance plus the mean over all components,
+   `(g - u) / (|g| + |u| + mean(|g| + |u|))`: the plain difference ranks the few
+   components with huge relevance on *both* references first (measured on
+   SmolLM2: removing the 100 lowest by plain difference raised perplexity from
+   16.4 to 1802), the relative one asks which share of a component's work is
+   for the undesired text;
 3. the K components with the lowest contrast are removed, ranked globally across
    layers (ties: lower layer, then lower index first), so exactly K go;
 4. with a sweep, every K is measured (behaviour on the held-out prompts,
@@ -43,13 +50,13 @@ from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
-from correction.scoring import Scores, score_in_worker
+from correction.scoring import Scores, score_model
 from correction.scoring.base import scorer_class
 
 logger = logging.getLogger(__name__)
 
 Granularity = Literal["neuron", "weight", "head"]
-Normalise = Literal["overall", "layer"]
+Normalise = Literal["overall", "layer", "relative"]
 
 
 class CorrectConfig(BaseModel):
@@ -64,7 +71,7 @@ class CorrectConfig(BaseModel):
     budget: int = Field(100, gt=0)  # components removed (without a sweep)
     sweep: list[int] | None = None  # budgets to try; the best within the perplexity bound is kept
     ppl_bound: float = Field(0.02, ge=0)  # largest allowed relative perplexity increase in a sweep
-    normalise: Normalise = "overall"
+    normalise: Normalise = "relative"
     general: str = "wiki:32x128"  # general reference windows (calibration split)
     reference_length: int = Field(128, gt=1)  # undesired reference texts are cut to this many tokens
     evaluation: str = "wiki:16x512"  # perplexity windows (evaluation split)
@@ -101,9 +108,17 @@ def contrastive_scores(general: Scores, undesired: Scores, granularity: Granular
     general_units, undesired_units = _units(general, granularity), _units(undesired, granularity)
     if set(general_units) != set(undesired_units) or not general_units:
         raise ExciseError(f"the general and undesired scores do not cover the same {granularity}s; score both alike")
-    g, u = _normalised(general_units, normalise), _normalised(undesired_units, normalise)
+    g = _normalised(general_units, "layer" if normalise == "layer" else "overall")
+    u = _normalised(undesired_units, "layer" if normalise == "layer" else "overall")
     contrast = Scores()
-    _units(contrast, granularity).update({key: g[key] - u[key] for key in sorted(g)})
+    if normalise == "relative":
+        # the difference as a share of the component's own relevance, shrunk towards 0 for
+        # components that matter little to either reference (the mean keeps noise from ranking first)
+        typical = float(sum((g[k].abs() + u[k].abs()).sum() for k in g)) / sum(g[k].numel() for k in g)
+        difference = {key: (g[key] - u[key]) / (g[key].abs() + u[key].abs() + typical) for key in g}
+    else:
+        difference = {key: g[key] - u[key] for key in g}
+    _units(contrast, granularity).update({key: difference[key] for key in sorted(difference)})
     return contrast
 
 
@@ -138,13 +153,13 @@ class Measurement:
     perplexity: float
 
     def row(self, behaviour: Behaviour, dense: Measurement) -> dict:
-        primary = self.behaviour[behaviour.primary]
+        after, before = self.behaviour[behaviour.primary], dense.behaviour[behaviour.primary]
         return {
             "budget": self.budget,
             **self.behaviour,
             "perplexity": self.perplexity,
             "perplexity_increase": self.perplexity / dense.perplexity - 1.0,
-            "reduction": 1.0 - primary / dense.behaviour[behaviour.primary] if dense.behaviour[behaviour.primary] else 0.0,
+            "reduction": 1.0 - after / before if before else 0.0,
         }
 
 
@@ -160,7 +175,8 @@ class Variants:
                 windows: torch.Tensor | None, config: CorrectConfig) -> Measurement:
         """The behaviour on `prompts` and the perplexity on `windows` (NaN without windows) of the masked model."""
         params = dict(self.loaded.model.named_parameters())
-        touched = set(masks.weight_masks(self.adapter)) | {n for n in params if n.endswith(".bias")} if masks else set()
+        touched = set(masks.weight_masks(self.adapter)) if masks else set()
+        touched |= {name for name in params if name.endswith(".bias")} if masks else set()  # unit biases are zeroed too
         saved = {name: params[name].detach().clone() for name in touched}
         try:
             if masks is not None:
@@ -169,7 +185,9 @@ class Variants:
                 self.loaded.model, self.loaded.tokenizer, batch_size=config.generation_batch_size
             )
             measured = behaviour.measure(generator, prompts, config.settings)
-            ppl = math.nan if windows is None else perplexity(self.loaded.model, windows, batch_size=config.batch_size).perplexity
+            ppl = math.nan
+            if windows is not None:
+                ppl = perplexity(self.loaded.model, windows, batch_size=config.batch_size).perplexity
         finally:
             for name, value in saved.items():
                 params[name].copy_(value)
@@ -190,7 +208,9 @@ def _check_inputs(config: CorrectConfig) -> Behaviour:
     if config.granularity not in cls.supported_granularities:
         raise ExciseError(f"method {config.method!r} cannot score {config.granularity}s")
     if not cls.needs_data:
-        raise ExciseError(f"method {config.method!r} ignores data, so it cannot contrast two references; use lrp, wanda or gradient")
+        raise ExciseError(
+            f"method {config.method!r} ignores data, so it cannot contrast two references; use lrp, wanda or gradient"
+        )
     behaviour.prepare(config.settings)
     return behaviour
 
@@ -203,12 +223,11 @@ def _components(adapter: ModelAdapter, granularity: Granularity) -> int:
     return sum(module.weight.numel() for module in adapter.prunable_linears().values())
 
 
-def _score(config: CorrectConfig, model_path: Path, data, what: str):
+def _score(config: CorrectConfig, model, data, what: str):
+    """Scores in this process: lrp's patches are active only during its session and change
+    gradients, never forward outputs, so the measurements after it are unaffected."""
     logger.info("scoring the %s reference with %s", what, config.method)
-    return score_in_worker(
-        model_path, data, config.method, device=config.device,
-        granularities={config.granularity}, batch_size=config.batch_size,
-    )
+    return score_model(model, data, config.method, granularities={config.granularity}, batch_size=config.batch_size)
 
 
 @dataclass
@@ -245,10 +264,10 @@ def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Beha
     )
 
 
-def score_contrast(config: CorrectConfig, model_path: Path, references: References) -> tuple[Scores, dict[str, float]]:
+def score_contrast(config: CorrectConfig, model, references: References) -> tuple[Scores, dict[str, float]]:
     """The contrastive scores of `config.method` and the seconds each reference took to score."""
-    general = _score(config, model_path, references.general, "general")
-    undesired = _score(config, model_path, references.undesired, "undesired")
+    general = _score(config, model, references.general, "general")
+    undesired = _score(config, model, references.undesired, "undesired")
     contrast = contrastive_scores(general.scores, undesired.scores, config.granularity, config.normalise)
     return contrast, {"scoring_general": general.wall_seconds, "scoring_undesired": undesired.wall_seconds}
 
@@ -268,7 +287,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             f"budget {max(config.budgets())} exceeds the {total} {config.granularity}s of the model; give at most {total}"
         )
     references = build_references(config, loaded, behaviour)
-    contrast, timings = score_contrast(config, loaded.path, references)
+    contrast, timings = score_contrast(config, loaded.model, references)
 
     variants = Variants(loaded)
     dense = variants.measure(None, 0, behaviour, references.heldout_prompts, references.windows, config)

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from vllm.utils.gc_utils import freeze_gc_heap
 
 from correction.errors import ExciseError
 from server.config import ServingConfig, check_name, discover_artifacts, load_config
@@ -50,6 +51,7 @@ from server.variants import VariantRegistry, plan
 log = logging.getLogger(__name__)
 audit = logging.getLogger("excise.audit")
 
+STATS_INTERVAL_S = 10.0
 ENDPOINTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/v1/corrections": "corrections"}
 _ERRORS = {
     status: {"description": desc, "content": {"application/json": {}}}
@@ -129,6 +131,10 @@ async def _load(app: FastAPI) -> None:
     if ctx.pool.ready:
         try:
             await ctx.registry.preload_corrections()
+            # As vLLM's own server does: the start-up heap is static, so keep it
+            # out of the collector's way (shorter GC pauses while serving).
+            freeze_gc_heap()
+            await _log_engine_stats(ctx)
             return
         except Exception as exc:
             ctx.pool.error = f"loading a correction failed: {exc}"
@@ -138,6 +144,17 @@ async def _load(app: FastAPI) -> None:
         app.state.fatal = ctx.pool.error
         log.error("stopping: %s", ctx.pool.error)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _log_engine_stats(ctx: ServingContext) -> None:
+    """vLLM's periodic throughput/cache log lines, as its own server writes them."""
+    while not ctx.draining:
+        await asyncio.sleep(STATS_INTERVAL_S)
+        for engine in list(ctx.pool.engines.values()):
+            try:
+                await engine.llm.do_log_stats()
+            except Exception as exc:  # logging must never stop the server
+                log.warning("engine %r stats: %s", engine.spec.key, exc)
 
 
 async def _drain(ctx: ServingContext, timeout_s: float) -> None:

@@ -195,7 +195,22 @@ def discover_artifacts(folder: Path) -> ServingConfig:
             f"no servable artifact ({', '.join(MODEL_KINDS + CORRECTION_KINDS)}) under {folder}; "
             "export one with `excise export`"
         )
-    return parse_config({"variants": [v.model_dump() for v in variants.values()]}, origin=str(folder))
+    # No config file to set engine options in: size the LoRA slots to the largest correction found.
+    ranks = [_adapter_rank(v.correction) for v in variants.values() if v.correction is not None]
+    defaults = {"max_lora_rank": next(r for r in VLLM_LORA_RANKS if r >= max(ranks))} if ranks else {}
+    raw = {"engine_defaults": defaults, "variants": [v.model_dump() for v in variants.values()]}
+    return parse_config(raw, origin=str(folder))
+
+
+def _adapter_rank(folder: Path) -> int:
+    try:
+        rank = json.loads((folder / "adapter_config.json").read_text())["r"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        raise ExciseError(f"{folder} has no readable adapter_config.json with a rank r; re-export the correction") from None
+    if not isinstance(rank, int) or not 1 <= rank <= VLLM_LORA_RANKS[-1]:
+        raise ExciseError(f"{folder}: LoRA rank {rank!r} is outside what vLLM serves (1-{VLLM_LORA_RANKS[-1]}); "
+                          "serve the `hf` export instead")
+    return rank
 
 
 def _variants_of(artifact: Path, manifest) -> list[VariantConfig]:

@@ -32,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-prompts", type=int, default=None)
     parser.add_argument("--general", default="wiki:16x128")
     parser.add_argument("--evaluation", default="wiki:8x256")
+    parser.add_argument("--behaviours", default="toxicity,repetition")
+    parser.add_argument("--normalise", default="relative", help="contrastive rule: relative, overall or layer")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
@@ -53,7 +55,7 @@ class Report:
     def write(self) -> None:
         self.args.out.mkdir(parents=True, exist_ok=True)
         lines = [
-            "# Targeted correction (contrastive relevance: general - undesired)",
+            f"# Targeted correction (contrastive relevance: general - undesired, rule `{self.args.normalise}`)",
             "",
             f"Command: `{self.command}`  ",
             f"Machine: 2-core CPU shared with other jobs ({platform.processor() or platform.machine()}), fp32, "
@@ -65,6 +67,8 @@ class Report:
             "alt-profanity-check. Repetition: one 50-token greedy continuation per prompt. Perplexity: "
             f"{self.args.evaluation} (wiki evaluation split). General reference {self.args.general}; undesired "
             "reference: reference-half prompts + the dense model's own toxic/looping continuations (<= 128 tokens). "
+            f"Prompts: the first {self.args.max_prompts or 'all'} of each half. The reduction on the reference half "
+            "is measured for the first method only. "
             "Budgets K are MLP neurons (of 30 x 1536 = 46,080) removed globally across layers.",
             "",
         ]
@@ -80,6 +84,8 @@ class Report:
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -93,7 +99,7 @@ def run_behaviour(name: str, budgets: list[int], args, report: Report) -> None:
     behaviour = get_behaviour(name)
     settings = EvaluationSettings(samples=args.samples, max_prompts=args.max_prompts)
     base = CorrectConfig(model=args.model, behaviour=name, general=args.general, evaluation=args.evaluation,
-                         settings=settings, generation_batch_size=96)
+                         settings=settings, generation_batch_size=96, normalise=args.normalise)
     loaded = load_model(args.model)
     references = build_references(base, loaded, behaviour)
     variants = Variants(loaded)
@@ -123,13 +129,13 @@ def run_behaviour(name: str, budgets: list[int], args, report: Report) -> None:
     )
     for method in args.methods.split(","):
         config = base.model_copy(update={"method": method})
-        contrast, timings = score_contrast(config, loaded.path, references)
+        contrast, timings = score_contrast(config, loaded.model, references)
         seconds = timings["scoring_general"] + timings["scoring_undesired"]
         for budget in budgets:
             masks = remove_lowest(contrast, "neuron", budget)
             measured = variants.measure(masks, budget, behaviour, heldout, windows, base)
             on_reference = None
-            if dense_reference is not None and budget == max(budgets):
+            if dense_reference is not None and budget == max(budgets) and method == args.methods.split(",")[0]:
                 on_reference = variants.measure(masks, budget, behaviour, references.reference_prompts, None, base)
             add(method, budget, measured, seconds, on_reference)
 
@@ -160,9 +166,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
     report = Report(args, "python benchmarks/correction/run.py " + " ".join(sys.argv[1:]))
-    run_behaviour("toxicity", [int(k) for k in args.toxicity_budgets.split(",")], args, report)
-    plot(report)
-    run_behaviour("repetition", [int(k) for k in args.repetition_budgets.split(",")], args, report)
+    budgets = {"toxicity": args.toxicity_budgets, "repetition": args.repetition_budgets}
+    for behaviour in args.behaviours.split(","):
+        run_behaviour(behaviour, [int(k) for k in budgets[behaviour].split(",")], args, report)
+        plot(report)
     report.notes.append(f"- total wall time {(time.time() - report.started) / 60:.1f} min")
     report.write()
 

@@ -13,7 +13,12 @@ import numpy as np
 from correction.behaviours.base import Behaviour, BehaviourMeasurement, EvaluationSettings
 from correction.errors import ExciseError
 from correction.evaluation.generation import Generator
-from correction.evaluation.toxicity import TOXIC_THRESHOLD, ToxicityProtocol, evaluate_toxicity, load_toxicity_scorer
+from correction.evaluation.toxicity import (
+    TOXIC_THRESHOLD,
+    ToxicityProtocol,
+    evaluate_toxicity,
+    load_toxicity_scorer,
+)
 
 
 class ToxicityBehaviour(Behaviour):

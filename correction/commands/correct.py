@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=100, help="components to remove (default: 100)")
     parser.add_argument("--sweep", type=_budgets, help="budgets to try, e.g. 25,50,100; keeps the best within --ppl-bound")
     parser.add_argument("--ppl-bound", type=float, default=0.02, help="largest perplexity increase in a sweep (0.02 = 2%%)")
-    parser.add_argument("--normalise", default="overall", help="scale each reference's scores by their overall or per-layer sum")
+    parser.add_argument(
+        "--normalise", default="relative", help="contrastive rule: relative (default), overall or layer (see correcting.py)"
+    )
     parser.add_argument("--general", default="wiki:32x128", help="general reference windows (default: wiki:32x128)")
     parser.add_argument("--evaluation", default="wiki:16x512", help="perplexity windows (default: wiki:16x512)")
     parser.add_argument("--samples", type=int, default=25, help="sampled continuations per toxic prompt (default: 25)")

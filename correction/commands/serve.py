@@ -5,17 +5,30 @@ from __future__ import annotations
 import argparse
 
 from correction.commands import Command
+from correction.errors import ExciseError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from server.main import add_serve_arguments
 
     add_serve_arguments(parser)
+    parser.add_argument(
+        "--default",
+        action="store_true",
+        help="build (once, a few minutes) and serve the embedded default: smollm2 dense, "
+        "50%% LRP-pruned and toxicity-corrected",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from server.main import serve, settings_from_args
 
+    if args.default:
+        if args.config or args.artifacts:
+            raise ExciseError("--default builds its own artifacts; drop --config/--artifacts or --default")
+        from correction.defaults import build_default_artifacts
+
+        args.artifacts = build_default_artifacts()
     serve(settings_from_args(args))
     return 0
 

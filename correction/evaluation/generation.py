@@ -191,7 +191,7 @@ def _vllm_worker(request_path: Path, response_path: Path) -> None:
         seed=config.seed,
         enable_lora=use_lora,
         max_lora_rank=request["max_lora_rank"] if use_lora else 16,
-        max_model_len=2048,
+        max_model_len=min(2048, _context_length(Path(request["model"]))),
     )
     params = SamplingParams(
         n=config.samples,
@@ -206,6 +206,11 @@ def _vllm_worker(request_path: Path, response_path: Path) -> None:
         outputs = llm.generate(request["prompts"], params, lora_request=lora, use_tqdm=False)
         runs.append([[_vllm_continuation(c, llm) for c in output.outputs] for output in outputs])
     Path(response_path).write_text(json.dumps([[[asdict(c) for c in row] for row in run] for run in runs]))
+
+
+def _context_length(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text())
+    return int(config.get("max_position_embeddings", 2048))
 
 
 def _vllm_continuation(completion, llm) -> Continuation:

@@ -19,6 +19,11 @@ README_NAME = "README.md"
 class ExportOptions:
     dtype: str | None = None  # None: float32 from a mask, the stored dtype from a sparse checkpoint
 
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype to write weights made from a mask in."""
+        return self.dtype or "float32"
+
 
 @dataclass
 class ExportResult:
@@ -50,7 +55,9 @@ class Exporter(ABC):
 
 def write_card(folder: Path, exporter: Exporter, manifest: Manifest, command: str) -> None:
     method = manifest.method
-    made_by = f"{method.name} ({method.granularity}, sparsity {method.sparsity})" if method else "unknown"
+    details = [f"{method.granularity} granularity" if method and method.granularity else ""]
+    details += [f"sparsity {method.sparsity}" if method and method.sparsity is not None else ""]
+    made_by = (method.name if method else "an unknown method") + "".join(f", {d}" for d in details if d)
     overall = manifest.sparsity.get("overall")
     lines = [
         f"# excise `{exporter.name}` export",

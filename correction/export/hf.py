@@ -35,7 +35,7 @@ class HfExporter(Exporter):
         if source.kind == "sparse":
             densify(source.folder, folder)
             return ExportResult(notes=[f"restored from the sparse checkpoint {source.folder.name}"])
-        loaded, _ = load_masked(source, self.name, dtype=options.dtype or "float32")
+        loaded, _ = load_masked(source, self.name, dtype=options.weights_dtype)
         save_model_folder(loaded, folder)
         return ExportResult()
 

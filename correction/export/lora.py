@@ -83,7 +83,7 @@ class LoraExporter(Exporter):
         needed, rank = lora_rank(masks)
         loaded = load_model(source.base_path)
         adapter = get_adapter(loaded.model)
-        dtype = DTYPES[options.dtype or "float32"]
+        dtype = DTYPES[options.weights_dtype]
         tensors: dict[str, torch.Tensor] = {}
         targets = set()
         for layer in adapter.layers():
@@ -108,7 +108,7 @@ class LoraExporter(Exporter):
         logger.info("lora: up to %d neurons per layer, rank %d", needed, rank)
         return ExportResult(
             metrics={"lora": {"rank": rank, "max_removed_neurons": needed}},
-            notes=[f"rank {rank} (up to {needed} removed neurons in a layer, zero-padded); serve with max_lora_rank ≥ {rank}"],
+            notes=[f"rank {rank} (up to {needed} removed neurons in a layer, zero-padded), serve with max_lora_rank ≥ {rank}"],
         )
 
     def validate(self, folder: Path, base_path: Path) -> None:

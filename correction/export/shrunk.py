@@ -144,7 +144,7 @@ class ShrunkExporter(Exporter):
             setattr(config, head_dim_key, head_dim)
             setattr(config, heads_key, groups * per_group)
             setattr(config, groups_key, groups)
-        loaded.model.to(DTYPES[options.dtype or "float32"])
+        loaded.model.to(DTYPES[options.weights_dtype])
         save_model_folder(loaded, folder)
         shape = {"mlp_width": plan.neurons, "heads": plan.heads and plan.heads[0] * plan.heads[1]}
         return ExportResult(metrics={"shrunk": {k: v for k, v in shape.items() if v is not None}}, notes=plan.notes)

@@ -126,7 +126,7 @@ class SparseExporter(Exporter):
     usage = "Back to a dense folder vLLM and transformers load: `excise export {folder} --to hf --out DENSE_DIR`."
 
     def write(self, source: ExportSource, folder: Path, options: ExportOptions) -> ExportResult:
-        loaded, weight_masks = load_masked(source, self.name, dtype=options.dtype or "float32")
+        loaded, weight_masks = load_masked(source, self.name, dtype=options.weights_dtype)
         save_model_folder(loaded, folder)
         files = sorted(folder.glob("*.safetensors"))
         dense_total = sum(path.stat().st_size for path in files)
@@ -137,7 +137,7 @@ class SparseExporter(Exporter):
             pruned_sparse += sparse_bytes
         sparse_total = sum(path.stat().st_size for path in files)
         size = {
-            "dtype": options.dtype or "float32",
+            "dtype": options.weights_dtype,
             "dense_bytes": dense_total,
             "sparse_bytes": sparse_total,
             "ratio": round(sparse_total / dense_total, 4),

@@ -45,6 +45,18 @@ def test_layer_normalisation_picks_by_hand():
     assert removed(remove_lowest(contrast, "neuron", 2)) == {(0, 2), (1, 3)}
 
 
+def test_relative_rule_prefers_a_small_purely_undesired_neuron_by_hand():
+    # one layer; both sum to 100. Neuron 0 is big on both references, neuron 2 small and mostly undesired.
+    general, undesired = Scores(neurons={0: torch.tensor([50.0, 1, 1, 48])}), Scores(neurons={0: torch.tensor([60.0, 0, 5, 35])})
+    # plain difference: [-0.10, 0.01, -0.04, 0.13] -> the big neuron 0 goes first
+    assert removed(remove_lowest(contrastive_scores(general, undesired, "neuron", "overall"), "neuron", 1)) == {(0, 0)}
+    # relative, mean(|g| + |u|) = 0.5: neuron 0 -0.10 / 1.6 = -0.0625, neuron 2 -0.04 / 0.56 = -0.0714
+    contrast = contrastive_scores(general, undesired, "neuron", "relative")
+    assert contrast.neurons[0][2].item() == pytest.approx(-0.04 / 0.56)
+    assert contrast.neurons[0][0].item() == pytest.approx(-0.1 / 1.6)
+    assert removed(remove_lowest(contrast, "neuron", 1)) == {(0, 2)}
+
+
 def test_ties_go_to_the_lower_layer_and_index():
     contrast = neuron_scores([0, 0, 0], [0, 0, 0])
     assert removed(remove_lowest(contrast, "neuron", 2)) == {(0, 0), (0, 1)}
@@ -156,7 +168,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 def test_correct_smollm2_toxicity_small_budget(smollm2_dir, tmp_path, capsys):
     code = main([
         "correct", "--model", str(smollm2_dir), "--behaviour", "toxicity", "--method", "lrp", "--budget", "20",
-        "--max-prompts", "8", "--samples", "3", "--general", "wiki:4x64", "--evaluation", "wiki:2x128",
+        "--max-prompts", "12", "--samples", "3", "--general", "wiki:4x64", "--evaluation", "wiki:2x128",
         "--out", str(tmp_path / "fix"),
     ])
     assert code == 0, capsys.readouterr().err

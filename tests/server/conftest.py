@@ -12,13 +12,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from server_helpers import ServerProcess, build_tiny_llama_vllm, neuron_lora
+from server_helpers import (
+    ADMIN_KEY,
+    API_KEYS,
+    FIXED_NEURONS,
+    MAX_IN_FLIGHT,
+    ServerProcess,
+    build_tiny_llama_vllm,
+    neuron_lora,
+)
 
-API_KEYS = ("key-a", "key-b")
-ADMIN_KEY = "admin-secret"
-MAX_IN_FLIGHT = 6
-# The configured correction: 40 MLP neurons of each layer.
-FIXED_NEURONS = {0: list(range(0, 80, 2)), 1: list(range(1, 81, 2))}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Models, corrections and a running server for the server tests.
 
-vLLM's CPU attention supports head sizes 32 and up, so the server tests use a
-Llama like `tiny_models.build_tiny_llama` but with head_dim 32.
+vLLM's CPU attention supports head sizes 32 and up, so the server tests use
+`tiny_models.build_tiny_llama_vllm` (head_dim 32), re-exported here.
 """
 
 from __future__ import annotations
@@ -18,27 +18,21 @@ from pathlib import Path
 import httpx
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM
 
 import tiny_models
+from tiny_models import build_tiny_llama_vllm  # noqa: F401  (re-exported for the server tests)
 
 REPO = Path(__file__).resolve().parents[2]
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def build_tiny_llama_vllm(out: Path, seed: int = 0) -> Path:
-    config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        rms_norm_eps=1e-5,
-    )
-    return tiny_models._save(config, out, seed)
+# The shared server of the server tests (tests/server/conftest.py).
+API_KEYS = ("key-a", "key-b")
+ADMIN_KEY = "admin-secret"
+MAX_IN_FLIGHT = 6
+# The configured correction: 40 MLP neurons of each layer.
+FIXED_NEURONS = {0: list(range(0, 80, 2)), 1: list(range(1, 81, 2))}
 
 
 def neuron_lora(base: Path, out: Path, neurons: dict[int, list[int]], manifest: bool = True) -> Path:

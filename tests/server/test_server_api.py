@@ -10,7 +10,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, API_KEYS, FIXED_NEURONS, MAX_IN_FLIGHT
+from server_helpers import ADMIN_KEY, API_KEYS, FIXED_NEURONS, MAX_IN_FLIGHT
 from transformers import AutoTokenizer
 
 from server_helpers import masked_greedy, neuron_lora

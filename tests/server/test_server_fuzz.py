@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from conftest import API_KEYS
+from server_helpers import API_KEYS
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 

@@ -244,7 +244,7 @@ def test_plan_fails_fast_on_a_bad_correction(tiny, tmp_path):
 def test_artifacts_folder_becomes_variants(tiny, tmp_path):
     from server.config import discover_artifacts
 
-    neuron_lora(tiny, tmp_path / "artifacts" / "tiny-detox", {0: [1]})
+    neuron_lora(tiny, tmp_path / "artifacts" / "tiny-detox", {0: list(range(70))})  # rank 128
     _hf_export(tiny, tmp_path / "artifacts" / "tiny-pruned")
     (tmp_path / "artifacts" / "notes").mkdir()
     config = discover_artifacts(tmp_path / "artifacts")
@@ -252,5 +252,6 @@ def test_artifacts_folder_becomes_variants(tiny, tmp_path):
     assert set(by_name) == {"tiny", "tiny-detox", "tiny-pruned"}
     assert by_name["tiny-detox"].correction == tmp_path / "artifacts" / "tiny-detox"
     assert by_name["tiny"].base == str(tiny) and by_name["tiny"].correction is None
+    assert config.engine_defaults.max_lora_rank == 128  # sized to the largest correction
     with pytest.raises(ExciseError, match="no servable artifact"):
         discover_artifacts(tmp_path / "artifacts" / "notes")

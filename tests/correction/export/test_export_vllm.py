@@ -8,8 +8,9 @@ from correction.export.vllm_probe import ProbeRequest, probe
 from correction.masks import MaskSet
 from correction.models.loading import load_model, read_config
 
+from tiny_models import build_tiny_llama_vllm
+
 from export_helpers import (
-    build_vllm_llama,
     greedy,
     masked_model,
     max_logprob_difference,
@@ -27,7 +28,7 @@ VOCAB = 384
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return build_vllm_llama(tmp_path_factory.mktemp("vllm-llama"), seed=1)
+    return build_tiny_llama_vllm(tmp_path_factory.mktemp("vllm-llama"), seed=1)
 
 
 def check_vllm_matches(folder, reference_model, **request):

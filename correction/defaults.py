@@ -1,0 +1,79 @@
+"""The embedded default that `make serve` serves: SmolLM2 dense, 50% LRP-pruned, toxicity-corrected.
+
+Built once under `EXCISE_HOME/default/` with small reference sets so it takes minutes on a
+CPU, not hours (the full protocols are `excise prune` / `excise correct` with their
+defaults). Every step writes its folder atomically and is skipped when the folder exists,
+so an interrupted build resumes where it stopped:
+
+    pipeline/lrp50-mask   excise prune --method lrp --sparsity 0.5 (row-wise)
+    serve/smollm2-lrp50   excise export --to hf         (a dense folder vLLM loads)
+    pipeline/detox-mask   excise correct --behaviour toxicity --granularity neuron
+    serve/smollm2-detox   excise export --to lora       (served on the dense engine)
+
+`excise serve --artifacts EXCISE_HOME/default/serve` then serves `smollm2` (the base of
+the correction), `smollm2-lrp50` and `smollm2-detox`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from correction.behaviours.base import EvaluationSettings
+from correction.correcting import CorrectConfig, correct
+from correction.data.windows import DataSpec
+from correction.evaluation.perplexity import default_evaluation_spec
+from correction.export.pipeline import export_artifact
+from correction.home import excise_home
+from correction.pruning import PruneConfig, prune
+
+logger = logging.getLogger(__name__)
+
+MODEL = "smollm2"
+PRUNED = "smollm2-lrp50"
+CORRECTED = "smollm2-detox"
+
+PRUNE = PruneConfig(
+    model=MODEL,
+    method="lrp",
+    sparsity=0.5,
+    granularity="row",
+    calibration=DataSpec(split="calibration", count=16, length=256, order="random"),
+    evaluation=default_evaluation_spec(count=8, length=256),
+)
+CORRECT = CorrectConfig(
+    model=MODEL,
+    behaviour="toxicity",
+    method="lrp",
+    granularity="neuron",
+    budget=100,
+    general="wiki:16x128",
+    evaluation="wiki:8x256",
+    settings=EvaluationSettings(samples=4, max_prompts=40),
+)
+
+
+def default_folder() -> Path:
+    return excise_home() / "default"
+
+
+def _step(folder: Path, what: str, build: Callable[[Path], object]) -> Path:
+    if folder.exists():
+        logger.info("%s: already built at %s", what, folder)
+    else:
+        logger.info("%s: building %s", what, folder)
+        build(folder)
+    return folder
+
+
+def build_default_artifacts(root: Path | None = None) -> Path:
+    """Build what is missing and return the folder to pass to `excise serve --artifacts`."""
+    root = root or default_folder()
+    serve = root / "serve"
+    mask = _step(root / "pipeline" / "lrp50-mask", "50% LRP row-wise pruning mask", lambda out: prune(PRUNE, out))
+    _step(serve / PRUNED, "pruned model for vLLM", lambda out: export_artifact(mask, "hf", out))
+    correction = _step(root / "pipeline" / "detox-mask", "toxicity correction (100 neurons)",
+                       lambda out: correct(CORRECT, out))
+    _step(serve / CORRECTED, "correction as a LoRA adapter", lambda out: export_artifact(correction, "lora", out))
+    return serve
