@@ -74,35 +74,28 @@ def _save(config, out: Path, seed: int) -> Path:
     return out
 
 
-def build_tiny_llama(out: Path, seed: int = 0) -> Path:
+def _llama(out: Path, seed: int, *, hidden: int, mlp: int, head_dim: int) -> Path:
     config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden,
+        intermediate_size=mlp,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=head_dim,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         rms_norm_eps=1e-5,
     )
     return _save(config, out, seed)
+
+
+def build_tiny_llama(out: Path, seed: int = 0) -> Path:
+    return _llama(out, seed, hidden=64, mlp=128, head_dim=16)
 
 
 def build_tiny_llama_vllm(out: Path, seed: int = 0) -> Path:
     """A tiny Llama that vLLM's CPU attention runs (it needs head sizes of 32 and up), MLP width 256."""
-    config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        rms_norm_eps=1e-5,
-    )
-    return _save(config, out, seed)
+    return _llama(out, seed, hidden=128, mlp=256, head_dim=32)
 
 
 def build_tiny_qwen2(out: Path, seed: int = 0) -> Path:
