@@ -4,7 +4,6 @@ engine (tiny Llama, CPU). One server process is shared by every test here."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import re
 import time
 
@@ -321,36 +320,36 @@ def test_422_schema_violations(server):
 
 
 @pytest.mark.xfail(
-    reason="open: on an idle machine held requests were already finished when the next one arrived, so the "
-    "in-flight cap was not reached (loopback buffers take a whole stream); the 429 path needs a deterministic "
-    "way to hold a generation open",
+    reason="open: in an idle fresh-clone run 12 concurrent 300-token requests against a cap of 6 all got 200; "
+    "the in-flight accounting or the test's timing needs a look (see the session note)",
     strict=False,
 )
 def test_429_when_too_many_requests_are_in_flight(server):
     before = _metric(server, "excise_requests_rejected_total", endpoint="completions", status="429")
-    # n x 480 tokens with logprobs is more output than the sockets buffer, so a held stream that is not
-    # read stays in flight however fast the engine is: the next request must be refused.
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True,
-            "n": 8, "logprobs": 5}
-    with contextlib.ExitStack() as held:
-        for _ in range(MAX_IN_FLIGHT):
-            stream = held.enter_context(
-                httpx.stream("POST", server.url + "/v1/completions", headers=_auth(), json=body, timeout=120)
-            )
-            assert stream.status_code == 200
-            next(stream.iter_lines())
-        limited = httpx.post(server.url + "/v1/completions", headers=_auth(), json={**body, "stream": False})
-    assert limited.status_code == 429
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 300, "temperature": 0, "ignore_eos": True}
+
+    def post(_):
+        return httpx.post(server.url + "/v1/completions", headers=_auth(), json=body, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(MAX_IN_FLIGHT * 2) as pool:
+        responses = list(pool.map(post, range(MAX_IN_FLIGHT * 2)))
+    statuses = [r.status_code for r in responses]
+    assert 429 in statuses and 200 in statuses
+    limited = next(r for r in responses if r.status_code == 429)
     assert int(limited.headers["retry-after"]) >= 0 and _envelope(limited)["type"] == "rate_limit_error"
     assert _metric(server, "excise_requests_rejected_total", endpoint="completions", status="429") > before
-    deadline = time.monotonic() + 30  # the slots come back once the server has seen the clients go
-    while httpx.post(server.url + "/v1/completions", headers=_auth(),
-                     json={**body, "stream": False, "max_tokens": 4, "n": 1}).status_code != 200:
-        assert time.monotonic() < deadline, "in-flight slots were not released after the clients left"
-        time.sleep(0.2)
+
+
+def _wait_until_idle(server, seconds: float = 30) -> None:
+    """Earlier tests' generations must be gone, or the next request may be refused instead of served."""
+    deadline = time.monotonic() + seconds
+    while _metric(server, "excise_requests_in_flight", endpoint="completions") > 0:
+        assert time.monotonic() < deadline, "requests of earlier tests are still in flight"
+        time.sleep(0.1)
 
 
 def test_client_disconnect_aborts_generation(server):
+    _wait_until_idle(server)
     before = _metric(server, "excise_requests_total", endpoint="completions", status="499")
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True, "n": 8}
     with httpx.stream("POST", server.url + "/v1/completions", headers=_auth(), json=body, timeout=60) as r:
