@@ -4,8 +4,7 @@ mask that retains a share of the dense model's logit difference on held-out prom
     result = discover_circuit(CircuitConfig(method="lrp", granularity="head", task="ioi"))
     write_circuit(result, Path("circuits/ioi-lrp-head"))
 
-LRP scoring runs in a spawned worker (`score_in_worker`) so its patches never touch the
-model this process evaluates; the other scorers run in process. Every evaluation uses
+Every scorer runs in this process (LRP's rules are undone when scoring ends). Every evaluation uses
 the held-out prompts only; the reference prompts are used for scoring and for the
 mean activations of mean-ablation.
 Faithfulness compares the circuit with the full model with the removed parts zeroed
@@ -30,15 +29,13 @@ from correction.errors import ExciseError
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.loading import LoadedModel, load_model
-from correction.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_in_worker, score_model
+from correction.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
 from correction.scoring.scores import Scores
 from correction.tasks import TaskBatch, TaskScore, evaluate_task, load_task, split_task
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-#: scorers that patch model classes process-wide while they run: scored in a spawned worker
-PATCHING_METHODS = frozenset({"lrp"})
 
 
 class CircuitConfig(BaseModel):
@@ -115,15 +112,14 @@ def reference_batches(batch: TaskBatch, batch_size: int) -> list[ReferenceBatch]
 
 
 def score_task(config: CircuitConfig, model, reference: TaskBatch, granularities: set[str] | None = None) -> ScoringResult:
-    """Scores from the reference prompts; methods that patch model classes (LRP) run in a worker."""
+    """Scores from the reference prompts, in this process (LRP restores its patches when it ends, as in
+    `excise prune` and `excise correct`)."""
     options = {
         "granularities": granularities or {config.granularity},
         "target": config.target,
         "batch_size": config.batch_size,
     }
     batches = reference_batches(reference, config.batch_size)
-    if config.method in PATCHING_METHODS:
-        return score_in_worker(config.model, batches, config.method, device=config.device, **options, **config.params)
     return score_model(model, batches, config.method, **options, **config.params)
 
 
