@@ -5,8 +5,13 @@ objective with respect to it, summed over the sample's tokens. For a weight W of
 y = x W^T this is W * (sum_t g_t^T x_t) (W times its per-sample gradient); for a unit it is
 a * a.grad of the activation entering the output projection (MLP hidden activation,
 per-head attention output before o_proj), summed over tokens (and the head's dimensions).
-The score is the mean over samples of |relevance| (aggregation="absolute", default) or of
-the signed relevance (aggregation="signed").
+The score is the mean over samples of one of
+- "absolute" (default, the paper's): |relevance summed over the sample's tokens|;
+- "signed": the relevance summed over the sample's tokens;
+- "token_absolute": the sum over the sample's tokens of |each token's share|, so tokens
+  that push a weight in opposite directions do not cancel. For a weight the share of
+  token t is W_ij x_ti g_tj, and sum_t |W_ij x_ti g_tj| = |W_ij| (|G|^T |X|)_ij: one
+  matrix product, as cheap as the others.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from correction.scoring.scores import Scores
 
 
 class RelevanceConfig(ScorerConfig):
-    aggregation: Literal["absolute", "signed"] = "absolute"
+    aggregation: Literal["absolute", "signed", "token_absolute"] = "absolute"
 
 
 class GradientTimesInputScorer(Scorer):
@@ -36,8 +41,18 @@ class GradientTimesInputScorer(Scorer):
     def objective(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
         """`[B, T, V]` logits -> `[B]` per-sample objective to differentiate."""
 
+    @property
+    def _per_token(self) -> bool:
+        return self.config.aggregation == "token_absolute"
+
     def _aggregated(self, relevance: torch.Tensor) -> torch.Tensor:
-        return relevance.abs() if self.config.aggregation == "absolute" else relevance
+        return relevance if self.config.aggregation == "signed" else relevance.abs()
+
+    def _sample_products(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """`[T, in]`, `[T, out]` -> `[out, in]`: what multiplies W in the sample's (aggregated) relevance."""
+        if self._per_token:
+            return grad.abs().T @ x.abs()
+        return self._aggregated(grad.T @ x)
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -61,7 +76,7 @@ class GradientTimesInputScorer(Scorer):
                 # |W * G| = |W| * |G|: one fused multiply-add per sample into the running sum
                 weight, total = self._aggregated(linear.weight.float()), self.sums[key]
                 for xb, gb in zip(x.float(), grad.float()):  # one sample at a time: one [out, in] buffer
-                    total.addcmul_(weight, self._aggregated(gb.T @ xb))  # gb.T @ xb: [out, in] gradient
+                    total.addcmul_(weight, self._sample_products(xb, gb))
 
             on_gradient(y, add)
 
@@ -71,8 +86,9 @@ class GradientTimesInputScorer(Scorer):
         def tap(x: torch.Tensor) -> None:
             def add(grad: torch.Tensor) -> None:
                 product = self.per_token(x.detach().float() * grad.float())  # [B, T, units * unit_size]
-                per_sample = product.sum(1).view(product.shape[0], -1, unit_size).sum(-1)  # [B, units]
-                self.sums[key].add_(self._aggregated(per_sample).sum(0))
+                per_token = product.view(*product.shape[:2], -1, unit_size).sum(-1)  # [B, T, units]
+                per_sample = per_token.abs().sum(1) if self._per_token else self._aggregated(per_token.sum(1))
+                self.sums[key].add_(per_sample.sum(0))  # [units]
 
             on_gradient(x, add)
 

@@ -2,8 +2,11 @@
 
 The reference re-implements the tiny Llama's forward pass by hand, writing each AttnLRP
 rule (efficient mode, lxt 2.1) as value-preserving gradient rescaling, and takes the
-relevance of a weight as W * W.grad from plain autograd, one sample at a time. The scorer
-reaches the same numbers through lxt's patches, our compatibility layer and its own hooks.
+relevance of a weight as W * W.grad from plain autograd, one sample at a time. Every
+linear runs with its own copy of W per token, so W * W_t.grad is token t's share; each
+aggregation (|sum over tokens|, signed sum, sum of |shares|) is then applied explicitly.
+The scorer reaches the same numbers through lxt's patches, our compatibility layer and
+its own hooks.
 """
 
 from __future__ import annotations
@@ -29,9 +32,27 @@ def rms_norm(norm, h):
     return norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).detach())
 
 
+class PerTokenLinears:
+    """Runs a linear as y_t = W_t x_t with one copy W_t of W per token of the sample."""
+
+    def __init__(self) -> None:
+        self.copies: dict[int, tuple[torch.nn.Linear, torch.Tensor]] = {}
+
+    def __call__(self, linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        copies = linear.weight.detach()[None].repeat(x.shape[1], 1, 1).requires_grad_()  # [T, out, in]
+        self.copies[id(linear)] = (linear, copies)
+        return torch.einsum("toi,bti->bto", copies, x)
+
+    def relevance(self, linear: torch.nn.Linear) -> torch.Tensor:
+        """`[T, out, in]`: W * W_t.grad, token t's share of the weight's relevance."""
+        _, copies = self.copies[id(linear)]
+        return (linear.weight[None] * copies.grad).detach()
+
+
 def reference_relevance(model, ids, objective):
-    """`{param: W*W.grad}`, `{layer: neuron relevance}`, `{layer: head relevance}` for one sample."""
+    """Per-token shares for one sample: `{param: [T, out, in]}`, `{layer: [T, neurons]}`, `{layer: [T, heads]}`."""
     m = copy.deepcopy(model).double()
+    linear = PerTokenLinears()
     config, inner = m.config, m.model
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     h = inner.embed_tokens(ids)  # [1, T, D]
@@ -42,32 +63,38 @@ def reference_relevance(model, ids, objective):
     for i, layer in enumerate(inner.layers):
         attn, mlp = layer.self_attn, layer.mlp
         x = rms_norm(layer.input_layernorm, h)
-        q = attn.q_proj(x).view(1, -1, heads, head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(1, -1, kv_heads, head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(1, -1, kv_heads, head_dim).transpose(1, 2)
+        q = linear(attn.q_proj, x).view(1, -1, heads, head_dim).transpose(1, 2)
+        k = linear(attn.k_proj, x).view(1, -1, kv_heads, head_dim).transpose(1, 2)
+        v = linear(attn.v_proj, x).view(1, -1, kv_heads, head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         q, k, v = scaled_gradient(q, 1 / 4), scaled_gradient(k, 1 / 4), scaled_gradient(v, 1 / 2)
         k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
         weights = ((q @ k.transpose(2, 3)) * head_dim**-0.5 + causal).softmax(-1)
         heads_out = (weights @ v).transpose(1, 2).reshape(1, -1, heads * head_dim)  # [1, T, H*d]
         heads_out.retain_grad()
-        h = h + attn.o_proj(heads_out)
+        h = h + linear(attn.o_proj, heads_out)
         x = rms_norm(layer.post_attention_layernorm, h)
-        gate = mlp.gate_proj(x)
+        gate = linear(mlp.gate_proj, x)
         gate = gate * (mlp.act_fn(gate) / gate).detach()  # identity rule through SiLU
-        hidden = scaled_gradient(gate * mlp.up_proj(x), 1 / 2)  # [1, T, n]
+        hidden = scaled_gradient(gate * linear(mlp.up_proj, x), 1 / 2)  # [1, T, n]
         hidden.retain_grad()
-        h = h + mlp.down_proj(hidden)
+        h = h + linear(mlp.down_proj, hidden)
         taps[i] = (hidden, heads_out)
     logits = m.lm_head(rms_norm(inner.norm, h))
     objective(logits).backward()
-    weights = {
-        f"{name}.weight": (module.weight * module.weight.grad).detach()
-        for name, module in get_adapter(m).prunable_linears().items()
-    }
-    neurons = {i: (a * a.grad).sum((0, 1)) for i, (a, _) in taps.items()}
-    heads_rel = {i: (o * o.grad).sum((0, 1)).view(heads, head_dim).sum(-1) for i, (_, o) in taps.items()}
+    weights = {f"{name}.weight": linear.relevance(module) for name, module in get_adapter(m).prunable_linears().items()}
+    neurons = {i: (a * a.grad)[0].detach() for i, (a, _) in taps.items()}
+    heads_rel = {i: (o * o.grad)[0].detach().view(-1, heads, head_dim).sum(-1) for i, (_, o) in taps.items()}
     return weights, neurons, heads_rel
+
+
+def aggregate(per_token: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """One sample's `[T, ...]` shares -> its relevance under `aggregation`."""
+    return {
+        "absolute": lambda: per_token.sum(0).abs(),
+        "signed": lambda: per_token.sum(0),
+        "token_absolute": lambda: per_token.abs().sum(0),
+    }[aggregation]()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +106,7 @@ def _next_token(ids):
     return lambda logits: logits[0, :-1].gather(-1, ids[0, 1:, None]).sum()
 
 
-@pytest.mark.parametrize("aggregation", ["absolute", "signed"])
+@pytest.mark.parametrize("aggregation", ["absolute", "signed", "token_absolute"])
 def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation):
     windows = torch.randint(0, 384, (3, 10), generator=torch.Generator().manual_seed(1))
     result = score_model(
@@ -89,8 +116,7 @@ def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation):
     per_sample = [reference_relevance(tiny_llama, w[None], _next_token(w[None])) for w in windows]
 
     def expected(kind: int, key):
-        values = torch.stack([sample[kind][key] for sample in per_sample])
-        return (values.abs() if aggregation == "absolute" else values).mean(0).float()
+        return torch.stack([aggregate(sample[kind][key], aggregation) for sample in per_sample]).mean(0).float()
 
     assert set(result.scores.weights) == set(per_sample[0][0])
     for key, score in result.scores.weights.items():
@@ -111,7 +137,7 @@ def test_lrp_task_logit_difference_target(tiny_llama):
         diff = lambda logits: logits[0, pos, good] - logits[0, pos, bad]  # noqa: E731
         per_sample.append(reference_relevance(tiny_llama, ids[b : b + 1], diff)[0])
     for key, score in result.scores.weights.items():
-        expected = (per_sample[0][key].abs() + per_sample[1][key].abs()) / 2
+        expected = (aggregate(per_sample[0][key], "absolute") + aggregate(per_sample[1][key], "absolute")) / 2
         torch.testing.assert_close(score, expected.float(), rtol=1e-3, atol=1e-6)
 
 
