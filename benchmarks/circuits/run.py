@@ -6,17 +6,20 @@ granularities on the same reference prompts; then for each granularity the spars
 sweep on the same held-out prompts finds the sparsest circuit keeping >= 90% of the
 dense logit difference, and its faithfulness (zero- and mean-ablation).
 Neurons and query heads are ranked globally over the model (a circuit need not use
-every layer). Weight granularity is supported by `excise circuit` but left out of this
-run by default (`--with-weights` adds it): on the shared 2-core CPU one row-wise weight
-level costs minutes, and row-wise weight masks lose IOI early (see the results file).
+every layer); weights row-wise (the pruning default). Prompt counts are `excise circuit`'s
+defaults (32 reference, 64 held-out).
 
     python benchmarks/circuits/run.py            # writes benchmarks/results/circuits.md + PNGs
+
+Finished settings are kept in /tmp/excise-bench-circuits/state.json (with the wall time
+they took), so an interrupted run resumes at the next setting.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -29,9 +32,10 @@ from correction.errors import ExciseError
 from correction.scoring import SCORERS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+STATE = Path("/tmp/excise-bench-circuits/state.json")
 COMMAND = "python benchmarks/circuits/run.py"
 RETAIN = 0.9
-REFERENCE, HELDOUT, SEED, REFINE = 8, 16, 0, 1
+REFERENCE, HELDOUT, SEED, REFINE = 32, 64, 0, 1
 #: (method, target); wanda and activation do not use a target
 SETTINGS = [
     ("lrp", "task_logit_diff"),
@@ -41,7 +45,11 @@ SETTINGS = [
     ("activation", None),
 ]
 #: granularity -> (scope, coarse grid); bisection refines near the threshold
-GRIDS = {"head": ("global", [0.1, 0.3]), "neuron": ("global", [0.2, 0.5]), "weight": ("row", [0.1, 0.3])}
+GRIDS = {
+    "head": ("global", [0.1, 0.3, 0.5, 0.7, 0.9]),
+    "neuron": ("global", [0.2, 0.5, 0.7, 0.9]),
+    "weight": ("row", [0.1, 0.2, 0.3, 0.5]),
+}
 
 logger = logging.getLogger("benchmarks.circuits")
 
@@ -115,17 +123,36 @@ def verdict(rows: list[dict]) -> list[str]:
     return lines
 
 
+def load_state() -> dict:
+    """Finished settings of an earlier run with the same settings, else a fresh start."""
+    key = {"reference": REFERENCE, "heldout": HELDOUT, "seed": SEED, "refine": REFINE, "grids": GRIDS, "retain": RETAIN}
+    if STATE.is_file():
+        state = json.loads(STATE.read_text())
+        if state.get("key") == json.loads(json.dumps(key)):
+            return state
+        logger.warning("%s is from other settings; starting over", STATE)
+    return {"key": key, "settings": {}}
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    wanted = [g for g in GRIDS if g != "weight" or "--with-weights" in sys.argv]
+    wanted = list(GRIDS)
     context = prepare_task(config_for("wanda", None, "head"))
-    rows = []
+    state = load_state()
     for method, target in SETTINGS:
-        rows += run_setting(context, method, target, wanted)
-        record = {"dense": context.dense.as_dict(), "corrupted": context.corrupted.as_dict(), "rows": rows}
-        (RESULTS / "circuits.json").write_text(json.dumps(record, indent=1) + "\n")  # kept if the run is cut short
+        key = f"{method}/{target}"
+        if key not in state["settings"]:
+            started = time.perf_counter()
+            rows = run_setting(context, method, target, wanted)
+            state["settings"][key] = {"rows": rows, "wall_s": time.perf_counter() - started}
+            STATE.parent.mkdir(parents=True, exist_ok=True)
+            STATE.write_text(json.dumps(state, indent=1))
+    rows = [row for setting in state["settings"].values() for row in setting["rows"]]
+    record = {"dense": context.dense.as_dict(), "corrupted": context.corrupted.as_dict(), "rows": rows}
+    (RESULTS / "circuits.json").write_text(json.dumps(record, indent=1) + "\n")
+    wall_s = sum(setting["wall_s"] for setting in state["settings"].values())
     for granularity in wanted:
         curves = {}
         for r in rows:
@@ -137,8 +164,9 @@ def main() -> int:
     lines = [
         "# Circuit discovery: IOI on SmolLM2-135M-Instruct (Q4_1-rounded weights, see DESIGN.md)",
         "",
-        f"Command: `{COMMAND}` (one run, {time.perf_counter() - started:.0f} s wall on the shared 2-core CPU, "
-        f"{platform.processor() or platform.machine()}, other jobs running).",
+        f"Command: `{COMMAND}` ({wall_s:.0f} s of scoring and sweeps on a 2-core CPU, "
+        f"{platform.processor() or platform.machine()}; load average {load_start:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at the end, so times are noisy).",
         "",
         f"Task: generated IOI (8 templates, ABBA/BABA, seed {SEED}); scores from {REFERENCE} reference prompts, every "
         f"evaluation on {HELDOUT} held-out prompts (disjoint). Dense model: logit diff **{dense.logit_diff:.3f}**, "

@@ -1,15 +1,15 @@
 """Pruning benchmark: perplexity of SmolLM2-135M pruned row-wise by magnitude, wanda, gradient, lrp.
 
 One run, same calibration windows (64 x 512 wiki tokens, seed 0) and the same evaluation
-windows for every method. Each method is scored once (in its own worker process, so its peak
-memory is its own: loading + scoring) and all sparsities are cut from the same scores. Also:
-lrp with 4x the reference samples; scoring time per reference token of wanda, gradient and lrp
-against one plain forward+backward pass of the same model, side by side in one process; and, when lrp loses to
-wanda at 50% (or with --variants always), the lrp variants the paper leaves open (signed
+windows for every method. Each method is scored once (in its own worker process) and all
+sparsities are cut from the same scores. Also: lrp with 4x the reference samples; scoring
+time per reference token of wanda, gradient and lrp against one plain forward+backward pass
+of the same model, side by side in one process; each method's peak memory in a worker; and,
+when lrp loses to wanda at 50% (or with --variants always), the lrp variants the paper leaves open (signed
 aggregation, predicted-token initialisation) and one it does not try: token-absolute
 aggregation (|relevance| summed per token, not |summed relevance| per sample).
 
-    python benchmarks/pruning/run.py                      # the full run (~40 min on a 2-core CPU)
+    python benchmarks/pruning/run.py                      # the full run (~50 min on an idle 2-core CPU)
     python benchmarks/pruning/run.py --eval wiki:4x128 --calibration wiki:4x128 --lrp-factor 1 --variants never
 
 Writes benchmarks/results/pruning.md and pruning.png. Finished rows are kept in
@@ -63,7 +63,6 @@ class Row:
     samples: int
     tokens: int
     scoring_s: float
-    peak_rss_mb: float
     perplexity: dict[str, float]  # sparsity (as str) -> perplexity
 
 
@@ -98,8 +97,7 @@ class Bench:
         )
         row = Row(
             label=variant.label, method=variant.method, params=variant.params, samples=result.samples,
-            tokens=result.tokens, scoring_s=result.wall_seconds, peak_rss_mb=result.peak_rss_bytes / 2**20,
-            perplexity={},
+            tokens=result.tokens, scoring_s=result.wall_seconds, perplexity={},
         )
         adapter = get_adapter(self.loaded.model)
         for sparsity in sparsities:
@@ -139,6 +137,20 @@ class Bench:
         return {name: statistics.median(times) / tokens for name, times in seconds.items()}
 
 
+    def peak_memory_mb(self, count: int) -> dict[str, float]:
+        """Peak resident memory of a worker that loads the model and scores `count` windows.
+
+        The running sums are allocated up front, so a worker's peak does not grow with the
+        number of reference windows (only with the batch size, 1 here).
+        """
+        _, windows = self.calibration(1)
+        peaks = {}
+        for method in ("magnitude", *TIMED_METHODS):
+            result = score_in_worker(self.args.model, windows[:count], method, granularities={"weight"}, progress=False)
+            peaks[method] = result.peak_rss_bytes / 2**20
+        return peaks
+
+
 # ---- run, resumable ----------------------------------------------------------------------------
 def load_state(path: Path, key: dict) -> dict:
     if path.is_file():
@@ -165,6 +177,9 @@ def measure(args: argparse.Namespace) -> dict:
         save_state(state_path, state)
     if "cost_per_token" not in state:
         state["cost_per_token"] = bench.cost_per_token(args.timing_windows, args.timing_repeats)
+        save_state(state_path, state)
+    if "peak_rss_mb" not in state:
+        state["peak_rss_mb"] = bench.peak_memory_mb(args.timing_windows)
         save_state(state_path, state)
 
     def run(variant: Variant, sparsities: list[float]) -> None:
@@ -222,25 +237,32 @@ def report(state: dict, args: argparse.Namespace, command: str) -> str:
     rows, sparsities = state["rows"], args.sparsities
     eval_spec = DataSpec.parse(args.eval, split="evaluation", order="sequential")
     calib_spec = DataSpec.parse(args.calibration, split="calibration", order="random", seed=args.seed)
-    head = "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " | scoring s | samples | peak RSS MB |"
-    lines = [head, "|" + "---|" * (len(sparsities) + 4)]
-    lines.append("| dense | " + " | ".join(f"{state['dense']:.3f}" for _ in sparsities) + " | - | - | - |")
+    head = "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " | scoring s | samples |"
+    lines = [head, "|" + "---|" * (len(sparsities) + 3)]
+    lines.append("| dense | " + " | ".join(f"{state['dense']:.3f}" for _ in sparsities) + " | - | - |")
     for label, row in rows.items():
         cells = [f"{row['perplexity'][str(s)]:.3f}" if str(s) in row["perplexity"] else "-" for s in sparsities]
-        cost = f"{row['scoring_s']:.0f} | {row['samples']} | {row['peak_rss_mb']:.0f}"
+        cost = f"{row['scoring_s']:.0f} | {row['samples']}"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {cost} |")
 
-    cost = state["cost_per_token"]
-    timing = ["| method | ms / reference token | ratio to plain forward+backward |", "|---|---|---|"]
-    for name, per_token in cost.items():
-        timing.append(f"| {name} | {1e3 * per_token:.2f} | {per_token / cost['forward+backward']:.2f} |")
+    cost, peaks = state["cost_per_token"], state["peak_rss_mb"]
+    timing = ["| method | ms / reference token | ratio to plain forward+backward | worker peak RSS MB |", "|---|---|---|---|"]
+    for name in ("forward+backward", "magnitude", *TIMED_METHODS):
+        per_token = cost.get(name)
+        speed = f"{1e3 * per_token:.2f} | {per_token / cost['forward+backward']:.2f}" if per_token else "- | -"
+        timing.append(f"| {name} | {speed} | {f'{peaks[name]:.0f}' if name in peaks else '-'} |")
 
     verdict = ""
     if "0.5" in rows.get("lrp", {}).get("perplexity", {}) and "0.5" in rows.get("wanda", {}).get("perplexity", {}):
         lrp, wanda = rows["lrp"]["perplexity"]["0.5"], rows["wanda"]["perplexity"]["0.5"]
+        best_ppl, best = min(
+            (row["perplexity"]["0.5"], label) for label, row in rows.items()
+            if row["method"] == "lrp" and "0.5" in row["perplexity"]
+        )
         verdict = (
             f"At 50%: lrp {lrp:.3f} vs wanda {wanda:.3f} ({100 * (lrp / wanda - 1):+.1f}% relative to wanda); "
-            f"magnitude {rows['magnitude']['perplexity']['0.5']:.3f}.\n"
+            f"magnitude {rows['magnitude']['perplexity']['0.5']:.3f}. Best lrp setting at 50%: {best}, "
+            f"{best_ppl:.3f} ({100 * (best_ppl / wanda - 1):+.1f}% relative to wanda).\n"
         )
     return "\n".join(
         [
@@ -265,14 +287,16 @@ def report(state: dict, args: argparse.Namespace, command: str) -> str:
             *lines,
             "",
             verdict,
-            "Scoring time is the scoring loop alone, in a worker process per method; peak RSS is that worker's "
-            "(model load + scoring).",
+            "Scoring s is the scoring loop alone, in a worker process per method, at whatever load the machine had "
+            "then.",
             "",
             "## Scoring cost per reference token",
             "",
             f"Side by side in one process: the same {args.timing_windows} calibration windows, batch 1, one warm-up "
             f"round, then the median of {args.timing_repeats} interleaved rounds (the scoring s above ran at "
-            "different times and loads; these ratios are the comparable ones).",
+            "different times and loads; these ratios are the comparable ones). Worker peak RSS: a spawned worker "
+            f"that loads the model and scores {args.timing_windows} windows (its running sums are allocated up "
+            "front, so the peak does not grow with the reference count).",
             "",
             *timing,
             "",

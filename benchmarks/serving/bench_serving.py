@@ -1,18 +1,21 @@
 """Serving benchmark: vLLM's own OpenAI server vs excise (dense, + toxicity
 scoring, base + LoRA correction on one engine), same model, same bounded load.
 
-Each server runs alone, one after the other, with the same engine settings
-(fp32, enforce_eager on CPU, max_model_len 2048, vLLM's default thread binding).
-Load: N streamed completions of a fixed 32-token prompt, 64 output tokens each
-(ignore_eos), C concurrent. Writes benchmarks/results/serving.md.
+All servers are started first (same engine settings: fp32, enforce_eager on CPU,
+max_model_len 2048, vLLM's default thread binding); then R rounds each send the same load
+to every server in turn, one server at a time, so drifting machine load hits all of them
+alike. Load: N streamed completions of a fixed 32-token prompt, 64 output tokens each
+(ignore_eos), C concurrent. Ratios are per round against vLLM's server in the same round,
+then the median over rounds. Writes benchmarks/results/serving.md.
 
-    python benchmarks/serving/bench_serving.py [--model smollm2] [--requests 64] [--concurrency 8]
+    python benchmarks/serving/bench_serving.py [--model smollm2] [--requests 64] [--concurrency 8] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -188,24 +191,32 @@ def scenarios(model: Path, tmp: Path, lora: Path):
     ]
 
 
-def write_report(results: list[RunResult], args, model_desc: str, command: str) -> None:
-    ref = results[0]
+def write_report(rounds: list[list[RunResult]], args, model_desc: str, command: str, load_start: float) -> None:
+    names = [r.name for r in rounds[0]]
     lines = [
         "# Serving benchmark", "",
         f"Command: `{command}`", "",
         f"Model: {model_desc}. Load: {args.requests} streamed completions, concurrency {args.concurrency}, "
         f"32-token prompt, {args.out_tokens} output tokens each (ignore_eos), greedy, after a warm-up. fp32, "
-        f"enforce_eager, max_model_len {MAX_MODEL_LEN}, vLLM's default CPU thread binding, one server at a time.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with other jobs while this ran "
-        f"(load average at start {os.getloadavg()[0]:.1f}): compare the ratios, not the absolute numbers.", "",
-        "| server | output tok/s | vs vLLM | latency p50 (s) | latency p95 (s) | TTFT p50 (ms) | TTFT vs vLLM (ms) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"enforce_eager, max_model_len {MAX_MODEL_LEN}, vLLM's default CPU thread binding. All servers up at once, "
+        f"{len(rounds)} rounds, each sending the load to one server after another; ratios per round against vLLM's "
+        "server in the same round, median over rounds; latency and TTFT pooled over rounds.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (load average {load_start:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at the end).", "",
+        "| server | output tok/s (median) | vs vLLM (median of rounds) | per round | latency p50 (s) | latency p95 (s) "
+        "| TTFT p50 (ms) | TTFT vs vLLM (ms) | errors |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    ref_ttft = statistics.median(t for round_ in rounds for t in round_[0].ttfts)
+    for i, name in enumerate(names):
+        runs = [round_[i] for round_ in rounds]
+        ratios = [round_[i].throughput / round_[0].throughput for round_ in rounds]
+        latencies = [x for r in runs for x in r.latencies]
+        ttft = statistics.median(t for r in runs for t in r.ttfts)
         lines.append(
-            f"| {r.name} | {r.throughput:.1f} | {r.throughput / ref.throughput:.3f} | {pct(r.latencies, 0.5):.2f} | "
-            f"{pct(r.latencies, 0.95):.2f} | {1000 * statistics.median(r.ttfts):.0f} | "
-            f"{1000 * (statistics.median(r.ttfts) - statistics.median(ref.ttfts)):+.0f} | {r.errors} |"
+            f"| {name} | {statistics.median(r.throughput for r in runs):.1f} | {statistics.median(ratios):.3f} | "
+            f"{', '.join(f'{x:.2f}' for x in ratios)} | {pct(latencies, 0.5):.2f} | {pct(latencies, 0.95):.2f} | "
+            f"{1000 * ttft:.0f} | {1000 * (ttft - ref_ttft):+.0f} | {sum(r.errors for r in runs)} |"
         )
     lines += ["", "Targets (issue 5): excise >= 0.95 of vLLM's throughput, <= 10 ms added TTFT p50, scoring included.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +230,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out-tokens", type=int, default=64)
-    parser.add_argument("--only", help="comma-separated scenario numbers (1-4) to run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all servers")
+    parser.add_argument("--only", help="comma-separated scenario numbers (1-4) to run; 1 (vLLM) is the reference")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -232,26 +244,32 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model)
     words = tok.encode(" ".join(["The river bank near the old mill was quiet in the morning."] * 8))
     prompt = words[:32]
-    results = []
-    with tempfile.TemporaryDirectory() as tmp_name:
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as servers:
         tmp = Path(tmp_name)
         lora = neuron_lora(model, tmp / "lora", per_layer=16)
         chosen = [int(i) for i in args.only.split(",")] if args.only else [1, 2, 3, 4]
+        running = []
         for number, (name, cmd, ready_path, models) in enumerate(scenarios(model, tmp, lora), start=1):
             if number not in chosen:
                 continue
             port = free_port()
             proc = start([*cmd, "--port", str(port)], tmp / f"server-{number}.log")
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_ready(url, proc, ready_path)
+            servers.callback(stop, proc)
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc, ready_path)
+            running.append((name, url, models))
+        rounds = []
+        for round_ in range(1, args.rounds + 1):
+            results = []
+            for name, url, models in running:
                 result = asyncio.run(load(url, models, prompt, args.requests, args.concurrency, args.out_tokens, name))
-                log.info("%s: %.1f tok/s, TTFT p50 %.0f ms", name, result.throughput, 1000 * statistics.median(result.ttfts))
+                log.info("round %d, %s: %.1f tok/s, TTFT p50 %.0f ms", round_, name, result.throughput,
+                         1000 * statistics.median(result.ttfts))
                 results.append(result)
-            finally:
-                stop(proc)
+            rounds.append(results)
     command = "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])
-    write_report(results, args, f"{args.model} ({model})", command.strip())
+    write_report(rounds, args, f"{args.model} ({model})", command.strip(), load_start)
 
 
 if __name__ == "__main__":

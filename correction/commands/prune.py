@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="scorer parameter (repeatable): e.g. target=predicted_token, aggregation=signed",
+        help="scorer parameter (repeatable): e.g. target=predicted_token, aggregation=signed|token_absolute",
     )
     parser.add_argument(
         "--selection-param",

@@ -16,6 +16,7 @@ import logging
 import resource
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -52,6 +53,20 @@ class ScoringResult:
     def summary(self) -> dict:
         """Everything but the scores, JSON-ready."""
         return {k: v for k, v in asdict(self).items() if k != "scores"}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory.
+
+    Linux's VmHWM starts afresh at exec, so a spawned worker reports its own peak;
+    ru_maxrss survives exec and would include the parent's size when it forked.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _world() -> tuple[int, int]:
@@ -136,7 +151,7 @@ def score_model(
         samples=samples,
         tokens=tokens,
         wall_seconds=wall,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
         peak_cuda_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         world_size=world_size,
         device=str(device),

@@ -31,3 +31,10 @@ def test_worker_checks_the_request_before_starting(tiny_llama_dir, tmp_path):
         score_in_worker(tiny_llama_dir, torch.zeros(1, 4, dtype=torch.long), "lrp", target="nope")
     with pytest.raises(ExciseError, match="neither a folder"):
         score_in_worker(tmp_path / "missing", torch.zeros(1, 4, dtype=torch.long), "lrp")
+
+
+def test_worker_reports_its_own_peak_memory_not_the_callers(tiny_llama_dir):
+    """The caller holds 2 GiB; a worker scoring a tiny model needs far less, and says so."""
+    ballast = torch.ones(2**29)  # 2 GiB, every page touched
+    result = score_in_worker(tiny_llama_dir, torch.zeros(1, 8, dtype=torch.long), "wanda", progress=False)
+    assert 0 < result.peak_rss_bytes < ballast.numel() * ballast.element_size()
