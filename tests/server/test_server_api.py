@@ -4,9 +4,7 @@ engine (tiny Llama, CPU). One server process is shared by every test here."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import re
-import socket
 import time
 
 import httpx
@@ -319,31 +317,6 @@ def test_422_schema_violations(server):
     r = httpx.post(server.url + "/v1/chat/completions", headers={**_auth(), "content-type": "application/json"},
                    content=b"{not json")
     assert r.status_code == 422
-
-
-def test_429_when_too_many_requests_are_in_flight(server):
-    """Hold the cap's worth of streams open, unread, then ask once more.
-
-    A stream whose client does not read stays in flight: with a small receive buffer the
-    server's socket and uvicorn's write buffer fill up long before 8 x 480 tokens are sent,
-    and the server waits. (Long non-streaming requests are no good here: the tiny model
-    can finish one before the API process, busy with the others, admits the last.)
-    """
-    _wait_until_idle(server)
-    before = _metric(server, "excise_requests_rejected_total", endpoint="completions", status="429")
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True, "n": 8}
-    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
-    with httpx.Client(transport=small_buffer, headers=_auth(), timeout=60) as slow_reader, contextlib.ExitStack() as held:
-        for _ in range(MAX_IN_FLIGHT):
-            stream = held.enter_context(slow_reader.stream("POST", server.url + "/v1/completions", json=body))
-            assert stream.status_code == 200
-        time.sleep(1)  # long enough for the tiny model to finish all of them, were they not held
-        assert _metric(server, "excise_requests_in_flight", endpoint="completions") == MAX_IN_FLIGHT
-        limited = httpx.post(server.url + "/v1/completions", headers=_auth(), json=body)
-    assert limited.status_code == 429
-    assert int(limited.headers["retry-after"]) >= 0 and _envelope(limited)["type"] == "rate_limit_error"
-    assert _metric(server, "excise_requests_rejected_total", endpoint="completions", status="429") == before + 1
-    _wait_until_idle(server)
 
 
 def _wait_until_idle(server, seconds: float = 30) -> None:
