@@ -123,10 +123,11 @@ def scraped(stack):
 
 def test_latency_and_toxicity_queries_return_numbers(scraped):
     _, prometheus = scraped
+    # 10m, not 1m: on a slow machine the traffic can be over a minute old by now, and a rate of 0/0 is NaN
     for promql in (
-        'histogram_quantile(0.95, sum by (variant, le) (rate(excise_request_latency_seconds_bucket{status="200"}[1m])))',
-        'histogram_quantile(0.5, sum by (variant, le) (rate(excise_time_to_first_token_seconds_bucket[1m])))',
-        'sum by (variant) (rate(excise_output_toxicity_sum[1m])) / sum by (variant) (rate(excise_output_toxicity_count[1m]))',
+        'histogram_quantile(0.95, sum by (variant, le) (rate(excise_request_latency_seconds_bucket{status="200"}[10m])))',
+        'histogram_quantile(0.5, sum by (variant, le) (rate(excise_time_to_first_token_seconds_bucket[10m])))',
+        'sum by (variant) (rate(excise_output_toxicity_sum[10m])) / sum by (variant) (rate(excise_output_toxicity_count[10m]))',
     ):
         result = prometheus.query(promql)
         assert {r["metric"]["variant"] for r in result} == {"a", "b"}, promql
