@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from correction.atomic import write_json
 from correction.errors import ExciseError
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ def _run(request: ProbeRequest, outbox: Path) -> None:
             tick = time.perf_counter()
             generate(max_tokens)
             times.append(time.perf_counter() - tick)
-    partial = outbox.with_name(f".{outbox.name}.partial")
-    partial.write_text(result.model_dump_json())
-    os.replace(partial, outbox)
+    write_json(outbox, result.model_dump(mode="json"))
 
 
 if __name__ == "__main__":
