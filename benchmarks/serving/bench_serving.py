@@ -139,49 +139,43 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def neuron_lora(base: Path, out: Path, per_layer: int) -> Path:
-    """A correction removing `per_layer` MLP neurons of every layer, as a PEFT LoRA (see DESIGN.md §3)."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
+def neuron_correction(model: str, out: Path, per_layer: int) -> tuple[Path, int]:
+    """A correction removing about `per_layer` MLP neurons of every layer (the smallest by weight
+    magnitude), built the way a user would: `excise prune --granularity neuron`, then
+    `excise export --to lora`. Returns the adapter folder and its LoRA rank."""
+    from correction.data.windows import DataSpec
+    from correction.export.pipeline import export_artifact
+    from correction.models.loading import resolve_model_path
+    from correction.pruning import PruneConfig, prune
+    from transformers import AutoConfig
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    rank = next(r for r in (8, 16, 32, 64) if r >= per_layer)
-    tensors = {}
-    for i, layer in enumerate(model.model.layers):
-        w = layer.mlp.down_proj.weight.detach()  # [hidden, intermediate]
-        chosen = torch.randperm(w.shape[1], generator=torch.Generator().manual_seed(i))[:per_layer]
-        a, b = torch.zeros(rank, w.shape[1]), torch.zeros(w.shape[0], rank)
-        a[torch.arange(per_layer), chosen] = 1.0
-        b[:, :per_layer] = -w[:, chosen]
-        prefix = f"base_model.model.model.layers.{i}.mlp.down_proj"
-        tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"] = a.contiguous(), b.contiguous()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "adapter_model.safetensors"))
-    (out / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "target_modules": ["down_proj"],
-        "lora_dropout": 0.0, "bias": "none", "base_model_name_or_path": str(base),
-    }))
-    return out
+    width = AutoConfig.from_pretrained(resolve_model_path(model)).intermediate_size
+    config = PruneConfig(
+        model=model, method="magnitude", granularity="neuron", sparsity=per_layer / width,
+        calibration=DataSpec(count=1, length=32), evaluation=None,
+    )
+    mask = prune(config, out / "mask")
+    manifest = export_artifact(mask, "lora", out / "lora")
+    return out / "lora", manifest.metrics["lora"]["rank"]
 
 
-def excise_config(tmp: Path, model: Path, lora: Path | None) -> Path:
+def excise_config(tmp: Path, model: Path, lora: Path | None, rank: int) -> Path:
     variants = [{"name": "m", "base": str(model)}]
     if lora is not None:
         variants.append({"name": "m-fixed", "base": str(model), "correction": str(lora)})
-    config = {"engine_defaults": {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "max_lora_rank": 16},
+    config = {"engine_defaults": {"dtype": "float32", "max_model_len": MAX_MODEL_LEN, "max_lora_rank": rank},
               "variants": variants}
     path = tmp / f"excise-{'lora' if lora else 'dense'}.json"
     path.write_text(json.dumps(config))
     return path
 
 
-def scenarios(model: Path, tmp: Path, lora: Path):
+def scenarios(model: Path, tmp: Path, lora: Path, rank: int):
     py = sys.executable
     vllm_cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", "m",
                 "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager"]
-    dense = excise_config(tmp, model, None)
-    both = excise_config(tmp, model, lora)
+    dense = excise_config(tmp, model, None, rank)
+    both = excise_config(tmp, model, lora, rank)
     return [
         ("vLLM OpenAI server", vllm_cmd, "/health", ["m"]),
         ("excise dense", [py, "-m", "server", "--config", str(dense), "--no-toxicity"], "/ready", ["m"]),
@@ -247,10 +241,10 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as servers:
         tmp = Path(tmp_name)
-        lora = neuron_lora(model, tmp / "lora", per_layer=16)
+        lora, rank = neuron_correction(args.model, tmp, per_layer=16)
         chosen = [int(i) for i in args.only.split(",")] if args.only else [1, 2, 3, 4]
         running = []
-        for number, (name, cmd, ready_path, models) in enumerate(scenarios(model, tmp, lora), start=1):
+        for number, (name, cmd, ready_path, models) in enumerate(scenarios(model, tmp, lora, rank), start=1):
             if number not in chosen:
                 continue
             port = free_port()
