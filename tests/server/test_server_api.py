@@ -4,7 +4,6 @@ engine (tiny Llama, CPU). One server process is shared by every test here."""
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import time
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 from server_helpers import ADMIN_KEY, API_KEYS, FIXED_NEURONS, MAX_IN_FLIGHT
 from transformers import AutoTokenizer
 
-from server_helpers import masked_greedy, neuron_lora
+from server_helpers import masked_greedy, metric, neuron_lora
 
 pytestmark = pytest.mark.slow
 
@@ -22,20 +21,6 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 def _auth(key: str = API_KEYS[0]) -> dict:
     return {"Authorization": f"Bearer {key}"}
-
-
-def _metric(server, name: str, **labels) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    text = httpx.get(server.url + "/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
 
 
 # --- basics ------------------------------------------------------------------------
@@ -246,19 +231,19 @@ def test_experiment_report(server):
 def test_metrics_present_and_moving(server, client):
     labels = {"variant": "tiny", "endpoint": "chat", "experiment": ""}
     before = {
-        "requests": _metric(server, "excise_requests_total", **labels, status="200"),
-        "tokens": _metric(server, "excise_output_tokens_total", **labels),
-        "ttft": _metric(server, "excise_time_to_first_token_seconds_count", **labels),
-        "toxicity": _metric(server, "excise_output_toxicity_count", variant="tiny", experiment=""),
+        "requests": metric(server, "excise_requests_total", **labels, status="200"),
+        "tokens": metric(server, "excise_output_tokens_total", **labels),
+        "ttft": metric(server, "excise_time_to_first_token_seconds_count", **labels),
+        "toxicity": metric(server, "excise_output_toxicity_count", variant="tiny", experiment=""),
     }
     client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     deadline = time.monotonic() + 10
-    while _metric(server, "excise_output_toxicity_count", variant="tiny", experiment="") <= before["toxicity"]:
+    while metric(server, "excise_output_toxicity_count", variant="tiny", experiment="") <= before["toxicity"]:
         assert time.monotonic() < deadline, "toxicity score never recorded"
         time.sleep(0.1)
-    assert _metric(server, "excise_requests_total", **labels, status="200") == before["requests"] + 1
-    assert _metric(server, "excise_output_tokens_total", **labels) == before["tokens"] + 4
-    assert _metric(server, "excise_time_to_first_token_seconds_count", **labels) == before["ttft"] + 1
+    assert metric(server, "excise_requests_total", **labels, status="200") == before["requests"] + 1
+    assert metric(server, "excise_output_tokens_total", **labels) == before["tokens"] + 4
+    assert metric(server, "excise_time_to_first_token_seconds_count", **labels) == before["ttft"] + 1
     text = httpx.get(server.url + "/metrics").text
     for name in ("excise_request_latency_seconds_bucket", "excise_prompt_tokens_total", "excise_requests_in_flight",
                  "excise_toxic_outputs_total", "excise_toxicity_skipped_total", "vllm:num_requests_running",
@@ -322,14 +307,14 @@ def test_422_schema_violations(server):
 def _wait_until_idle(server, seconds: float = 30) -> None:
     """Earlier tests' generations must be gone, or the next request may be refused instead of served."""
     deadline = time.monotonic() + seconds
-    while _metric(server, "excise_requests_in_flight", endpoint="completions") > 0:
+    while metric(server, "excise_requests_in_flight", endpoint="completions") > 0:
         assert time.monotonic() < deadline, "requests of earlier tests are still in flight"
         time.sleep(0.1)
 
 
 def test_client_disconnect_aborts_generation(server):
     _wait_until_idle(server)
-    before = _metric(server, "excise_requests_total", endpoint="completions", status="499")
+    before = metric(server, "excise_requests_total", endpoint="completions", status="499")
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True, "n": 8}
     with httpx.stream("POST", server.url + "/v1/completions", headers=_auth(), json=body, timeout=60) as r:
         next(r.iter_lines())
@@ -338,9 +323,9 @@ def test_client_disconnect_aborts_generation(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/completions", headers=_auth(), timeout=0.3, json={**body, "stream": False, "n": 16})
     deadline = time.monotonic() + 15
-    while _metric(server, "excise_requests_total", endpoint="completions", status="499") < before + 2:
+    while metric(server, "excise_requests_total", endpoint="completions", status="499") < before + 2:
         assert time.monotonic() < deadline, "disconnects were not recorded"
         time.sleep(0.1)
-    while _metric(server, "vllm:num_requests_running") > 0:
+    while metric(server, "vllm:num_requests_running") > 0:
         assert time.monotonic() < deadline, "the engine kept generating for a gone client"
         time.sleep(0.1)

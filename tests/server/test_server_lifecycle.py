@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server_helpers import REPO, ServerProcess
+from server_helpers import REPO, ServerProcess, metric
 
 
 def test_bad_config_fails_fast_with_one_clear_line(tmp_path):
@@ -96,7 +96,7 @@ def _check_429_while_a_stream_is_held(proc: ServerProcess) -> None:
         assert limited.status_code == 429, limited.text
         assert int(limited.headers["retry-after"]) >= 0
         assert limited.json()["error"]["type"] == "rate_limit_error"
-        assert _metric(proc, 'excise_requests_rejected_total{endpoint="completions",status="429"}') == 1
+        assert metric(proc, "excise_requests_rejected_total", endpoint="completions", status="429") == 1
 
         stream = _read_to_end(held)
         assert len(stream) > send_buffer_max, "the held stream fit in the socket buffers, so it was not held"
@@ -112,13 +112,6 @@ def _read_to_end(sock: socket.socket) -> bytes:
     while chunk := sock.recv(1 << 20):
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _metric(proc: ServerProcess, series: str) -> float:
-    for line in httpx.get(proc.url + "/metrics").text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{series} is not in /metrics")
 
 
 def _wait_health(proc: ServerProcess, timeout: float = 120) -> None:
