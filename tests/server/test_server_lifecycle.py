@@ -71,7 +71,7 @@ def _check_429_while_a_stream_is_held(proc: ServerProcess) -> None:
 
     A request merely *generating* is not enough on 2 cores: while vLLM's engine runs flat out the
     kernel can leave every other process, this test included, without CPU until it is done
-    (measured: 18 s of run-queue wait), so the second request would only arrive afterwards.
+    (seen in about half of our runs), so the second request would only arrive afterwards.
     """
     send_buffer_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
     if send_buffer_max > 8 << 20:
