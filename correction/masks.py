@@ -42,6 +42,15 @@ def unpack_bits(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return torch.from_numpy(bits).view(*shape)
 
 
+def matching_parameter(params: dict[str, torch.nn.Parameter], name: str, shape, what: str) -> torch.nn.Parameter:
+    """The model's parameter `name`, refusing a name it lacks or a shape it does not have."""
+    if name not in params:
+        raise ExciseError(f"the {what} names {name!r}, which this model does not have; it is for another model")
+    if params[name].shape != shape:
+        raise ExciseError(f"{what} for {name} has shape {tuple(shape)} but the model's weight is {tuple(params[name].shape)}")
+    return params[name]
+
+
 @dataclass
 class MaskSet:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -132,13 +141,8 @@ class MaskSet:
         """Zero every removed weight of the adapter's model in place (and biases of removed units)."""
         params = dict(adapter.model.named_parameters())
         for name, mask in self.weight_masks(adapter).items():
-            if name not in params:
-                raise ExciseError(f"the mask names {name!r}, which this model does not have; it is for another model")
-            if params[name].shape != mask.shape:
-                raise ExciseError(
-                    f"mask for {name} has shape {tuple(mask.shape)} but the model's weight is {tuple(params[name].shape)}"
-                )
-            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+            param = matching_parameter(params, name, mask.shape, "mask")
+            param.mul_(mask.to(param.device, param.dtype))
         self._zero_unit_biases(adapter)
 
     def _zero_unit_biases(self, adapter: ModelAdapter) -> None:

@@ -4,6 +4,8 @@ The artifact is a folder written atomically (`correction.atomic.atomic_folder`):
 - `masks.safetensors`: the bit-packed `MaskSet` (True = kept);
 - `scores.safetensors` (with `save_scores`): the raw scores, so other sparsities or
   granularities of the same unit can be cut later without scoring again (`from_scores`);
+- `weights.safetensors` (kind `reconstruction`: method `sparsegpt`, or any scorer's mask
+  with `reconstruct`): the kept weights as SparseGPT's OBS update re-fitted them;
 - `manifest.json`: base model pinned by weight hash, method and parameters, data specs,
   the exact sparsity achieved per tensor, per layer and overall, perplexity before/after,
   timings and peak memory;
@@ -37,8 +39,18 @@ from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
+from correction.reconstruction import (
+    SPARSEGPT,
+    ReconstructionConfig,
+    fixed_rules,
+    reconstruct,
+    saliency_granularities,
+    saliency_rules,
+)
+from correction.scoring.run import peak_rss_bytes
 from correction.scoring.scores import SCORES_FILE, Scores
 from correction.selection import get_selection, selection_names
+from correction.updates import save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +65,9 @@ class PruneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "smollm2"
-    method: str | None = Field(None, description="scorer; taken from the scores artifact with from_scores")
+    method: str | None = Field(
+        None, description="scorer, or sparsegpt (chooses and re-fits itself); taken from the scores artifact with from_scores"
+    )
     sparsity: float = Field(ge=0.0, lt=1.0)
     granularity: str = "row"
     calibration: DataSpec = DataSpec(split="calibration", count=64, length=512, order="random")
@@ -64,13 +78,17 @@ class PruneConfig(BaseModel):
     device: str = "cpu"
     batch_size: int = Field(1, ge=1, description="reference windows per scoring step")
     params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
-    selection_params: dict[str, Any] = Field(default_factory=dict, description="selection parameters (nm: m)")
+    selection_params: dict[str, Any] = Field(
+        default_factory=dict, description="selection parameters (nm: m; row: allocation=relevance, delta)"
+    )
+    reconstruct: bool = Field(False, description="re-fit the kept weights with SparseGPT's update (always for sparsegpt)")
+    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str | None) -> str | None:
-        if method is not None and method not in scoring.SCORERS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(scoring.SCORERS)}")
+        if method is not None and method not in (*scoring.SCORERS, SPARSEGPT):
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join([*scoring.SCORERS, SPARSEGPT])}")
         return method
 
     @field_validator("granularity")
@@ -84,14 +102,29 @@ class PruneConfig(BaseModel):
     def _method_or_scores(self) -> PruneConfig:
         if self.method is None and self.from_scores is None:
             raise ValueError("give a method to score with, or from_scores to reuse saved scores")
+        if self.method == SPARSEGPT:
+            if self.granularity not in saliency_granularities():
+                raise ValueError(
+                    f"sparsegpt chooses single weights: granularity must be one of {', '.join(saliency_granularities())}"
+                )
+            if self.save_scores or self.from_scores or self.params:
+                raise ValueError("sparsegpt makes no scores: drop save_scores, from_scores and scorer params")
+            if self.selection_params.get("allocation", "uniform") != "uniform":
+                raise ValueError("sparsegpt has no scores to allocate per-layer sparsity from; use allocation=uniform")
+        if self.reconstructs and get_selection(self.granularity).unit != "weight":
+            raise ValueError(f"reconstruction re-fits single weights; granularity {self.granularity!r} removes units")
         return self
+
+    @property
+    def reconstructs(self) -> bool:
+        return self.reconstruct or self.method == SPARSEGPT
 
 
 @dataclass
 class ScoredModel:
     """Scores plus how they were made (what a manifest needs to say about them)."""
 
-    scores: Scores
+    scores: Scores | None  # None for sparsegpt, which selects without scores
     method: str
     params: dict[str, Any]
     calibration: dict[str, Any] | None
@@ -116,19 +149,28 @@ def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
     torch.manual_seed(config.seed)
     loaded = load_model(config.model, device=config.device)
     max_length = loaded.model.config.max_position_embeddings
-    calibration = None if saved else token_windows(loaded.tokenizer, config.calibration, max_length=max_length)
+    needs_calibration = saved is None or config.reconstructs
+    calibration = token_windows(loaded.tokenizer, config.calibration, max_length=max_length) if needs_calibration else None
     evaluation = None
     if config.evaluation is not None:
         evaluation = token_windows(loaded.tokenizer, config.evaluation, max_length=max_length)
 
     timings: dict[str, float] = {}
     ppl_before = _cached_perplexity(loaded, base, config, evaluation, timings) if evaluation is not None else None
-    scored = saved or _score(config, loaded, calibration, selection.unit)
-
-    started = time.perf_counter()
     adapter = get_adapter(loaded.model)
-    masks = selection(scored.scores, adapter, config.sparsity, config.selection_params)
-    timings["selection_s"] = time.perf_counter() - started
+    updated = None
+    if config.method == SPARSEGPT:
+        scored, masks, updated = _sparsegpt(config, loaded, calibration)
+    else:
+        scored = saved or _score(config, loaded, calibration, selection.unit)
+        started = time.perf_counter()
+        masks = selection(scored.scores, adapter, config.sparsity, config.selection_params)
+        timings["selection_s"] = time.perf_counter() - started
+        if config.reconstruct:  # the mask stays; the kept weights are re-fitted (from the dense ones)
+            started = time.perf_counter()
+            rebuilt = reconstruct(loaded.model, calibration, fixed_rules(masks), config.reconstruction,
+                                  batch_size=config.batch_size)
+            updated, timings["reconstruction_s"] = rebuilt.weights, time.perf_counter() - started
     masks.apply(adapter)
 
     metrics: dict[str, Any] = {}
@@ -140,9 +182,11 @@ def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
     manifest = _manifest(config, base, scored, sparsity_by_layer(masks, adapter), metrics, timings)
     with atomic_folder(out, force=force) as folder:
         masks.save(folder)
+        if updated is not None:
+            save_weights(updated, folder)
         if config.save_scores:
             scored.scores.save(folder)
-        (folder / README_NAME).write_text(model_card(manifest, has_scores=config.save_scores))
+        (folder / README_NAME).write_text(model_card(manifest, has_scores=config.save_scores, has_weights=updated is not None))
         manifest.save(folder)
     logger.info("wrote %s (sparsity %.4f overall)", out, manifest.sparsity["overall"])
     return out
@@ -156,15 +200,13 @@ def _manifest(
     metrics: dict[str, Any],
     timings: dict[str, float],
 ) -> Manifest:
+    params = {"scoring": scored.params, "selection": config.selection_params, "seed": config.seed}
+    if config.reconstructs:
+        params["reconstruction"] = config.reconstruction.model_dump()
     return Manifest(
-        kind="mask",
+        kind="reconstruction" if config.reconstructs else "mask",
         base_model=base,
-        method=MethodInfo(
-            name=scored.method,
-            granularity=config.granularity,
-            sparsity=config.sparsity,
-            params={"scoring": scored.params, "selection": config.selection_params, "seed": config.seed},
-        ),
+        method=MethodInfo(name=scored.method, granularity=config.granularity, sparsity=config.sparsity, params=params),
         data={
             "calibration": scored.calibration,
             "evaluation": config.evaluation.model_dump() if config.evaluation else None,
@@ -202,6 +244,22 @@ def _score(config: PruneConfig, loaded: LoadedModel, windows: torch.Tensor, unit
         timings={"scoring_s": result.wall_seconds},
         resources=resources,
     )
+
+
+def _sparsegpt(config: PruneConfig, loaded: LoadedModel, windows: torch.Tensor) -> tuple[ScoredModel, MaskSet, dict]:
+    """SparseGPT chooses the mask and re-fits the kept weights in one sequential pass."""
+    started = time.perf_counter()
+    rules = saliency_rules(config.granularity, config.sparsity, config.selection_params)
+    result = reconstruct(loaded.model, windows, rules, config.reconstruction, batch_size=config.batch_size)
+    scored = ScoredModel(
+        scores=None,
+        method=SPARSEGPT,
+        params={"samples": len(windows), "tokens": windows.numel(), "batch_size": config.batch_size},
+        calibration=config.calibration.model_dump(),
+        timings={"reconstruction_s": time.perf_counter() - started},
+        resources={"peak_rss_mb": peak_rss_bytes() / 2**20},
+    )
+    return scored, result.masks, result.weights
 
 
 def _load_saved_scores(folder: Path, base: BaseModelRef) -> ScoredModel:
@@ -269,7 +327,7 @@ def sparsity_by_layer(masks: MaskSet, adapter: ModelAdapter) -> dict[str, float]
     return report
 
 
-def model_card(manifest: Manifest, *, has_scores: bool) -> str:
+def model_card(manifest: Manifest, *, has_scores: bool, has_weights: bool = False) -> str:
     method = manifest.method
     ppl = manifest.metrics.get("perplexity")
     ppl_line = f"- Perplexity: {ppl['before']:.3f} dense -> {ppl['after']:.3f} pruned\n" if ppl else ""
@@ -288,6 +346,12 @@ def model_card(manifest: Manifest, *, has_scores: bool) -> str:
         f"{ppl_line}"
         f"- Files: `masks.safetensors` (bit-packed, True = kept)"
         + (", `scores.safetensors` (raw scores; cut other sparsities with `--from-scores`)" if has_scores else "")
+        + (", `weights.safetensors` (the kept weights as SparseGPT's update re-fitted them)" if has_weights else "")
         + ", `manifest.json` (provenance, per-layer sparsity, timings)\n\n"
-        "Apply with `MaskSet.load(folder).apply(get_adapter(model))`, or export a dense folder for vLLM.\n"
+        + (
+            "Apply with `copy_weights(model, load_weights(folder))` (`correction.updates`), then the mask"
+            if has_weights
+            else "Apply with `MaskSet.load(folder).apply(get_adapter(model))`"
+        )
+        + ", or export a dense folder for vLLM (`excise export --to hf`).\n"
     )

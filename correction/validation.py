@@ -23,8 +23,11 @@ from correction.masks import MaskSet
 from correction.models.adapters import adapter_class
 from correction.models.identity import weights_sha256
 from correction.models.loading import read_config, resolve_model_path, validate_model_folder
+from correction.updates import WEIGHTS_FILE
 
-MASK_KINDS = frozenset({"mask", "circuit", "correction"})
+MASK_KINDS = frozenset({"mask", "reconstruction", "circuit", "correction"})
+#: mask kinds that also carry updated weights (`correction.updates`)
+UPDATED_KINDS = frozenset({"reconstruction"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 FLOAT_DTYPES = frozenset({"F32", "BF16", "F16"})
 #: files whose `auto_map` would make transformers or vLLM import code shipped with the folder
@@ -54,6 +57,8 @@ def validate_artifact(folder: Path, *, kinds: frozenset[str] | None = None) -> V
     base_path = verify_base_model(manifest.base_model)
     if manifest.kind in MASK_KINDS:
         check_masks(folder, base_path)
+        if manifest.kind in UPDATED_KINDS:
+            check_updated_weights(folder, base_path)
     elif manifest.kind != "scores":
         from correction.export import get_exporter  # the export formats import this module
 
@@ -147,6 +152,21 @@ def check_masks(folder: Path, base_path: Path) -> None:
                     f"{folder}: {kind} mask of layer {layer} has shape {list(mask.shape)}; "
                     f"the base model has {layers} layers of {size} {kind}s"
                 )
+
+
+def check_updated_weights(folder: Path, base_path: Path) -> None:
+    """The updated weights name tensors the base model has, in its shapes, each one also masked."""
+    base = tensor_specs(base_path)
+    masked = set(MaskSet.load(folder).weights)
+    updated = tensor_specs(folder, WEIGHTS_FILE)
+    if not updated:
+        raise ExciseError(f"{folder} is a reconstruction artifact without updated weights ({WEIGHTS_FILE})")
+    for name, (shape, dtype) in updated.items():
+        if name not in base:
+            raise ExciseError(f"{folder}: updated weight {name} is not a tensor of the base model")
+        check_tensor(folder, name, shape, dtype, base[name])
+        if name not in masked:
+            raise ExciseError(f"{folder}: updated weight {name} has no mask; the artifact is inconsistent")
 
 
 def read_json(path: Path) -> dict:

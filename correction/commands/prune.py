@@ -14,7 +14,11 @@ from correction.pruning import PruneConfig, prune
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2", help="HF model folder or embedded name (default: smollm2)")
-    parser.add_argument("--method", help="scorer: lrp, wanda, magnitude, gradient, ... (not needed with --from-scores)")
+    parser.add_argument(
+        "--method",
+        help="scorer: lrp, wanda, magnitude, gradient, ...; or sparsegpt, which chooses the mask and re-fits the kept "
+        "weights itself (not needed with --from-scores)",
+    )
     parser.add_argument("--sparsity", type=float, required=True, help="share of weights/units to remove, in [0, 1)")
     parser.add_argument(
         "--granularity", default="row", help="row (default), layer, global, neuron, head or nm (N:M, e.g. 0.5 -> 2:4)"
@@ -44,7 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="selection parameter (repeatable): e.g. m=8 for nm",
+        help="selection parameter (repeatable): e.g. m=8 for nm; allocation=relevance delta=0.05 for row "
+        "(per-layer sparsity from the scores, within ±delta)",
+    )
+    parser.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="after the method chooses the mask, re-fit the kept weights with SparseGPT's update (needs calibration "
+        "data; the artifact then carries the updated weights)",
+    )
+    parser.add_argument(
+        "--reconstruct-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reconstruction parameter (repeatable): damping=0.01 (share of mean diag H), block_size=128",
     )
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -82,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         params=parse_params(args.param),
         selection_params=parse_params(args.selection_param),
+        reconstruct=args.reconstruct,
+        reconstruction=parse_params(args.reconstruct_param),
     )
     out = prune(config, args.out, force=args.force)
     print(out)

@@ -24,7 +24,7 @@ from correction.export.source import ExportSource
 from correction.masks import MaskSet
 from correction.models.adapters import get_adapter
 from correction.models.loading import DTYPES, load_model
-from correction.validation import check_tensor, read_json, tensor_specs
+from correction.validation import MASK_KINDS, UPDATED_KINDS, check_tensor, read_json, tensor_specs
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class LoraExporter(Exporter):
         "`peft.PeftModel.from_pretrained(base_model, '{folder}')`, or in vLLM: `LLM(model=BASE, enable_lora=True, "
         "max_lora_rank=R)` with `LoRARequest(name, 1, '{folder}')` (R ≥ `r` in adapter_config.json)."
     )
+
+    # a LoRA is built from the base weights: a reconstruction's updated values cannot be expressed
+    sources = MASK_KINDS - UPDATED_KINDS
 
     def check(self, source: ExportSource, options: ExportOptions) -> None:
         masks = source.require_masks(self.name)

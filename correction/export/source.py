@@ -18,7 +18,8 @@ from correction.manifest import Manifest
 from correction.masks import MaskSet
 from correction.models.adapters import get_adapter
 from correction.models.loading import DTYPES, LoadedModel, load_model
-from correction.validation import MASK_KINDS, validate_artifact
+from correction.updates import copy_weights, load_weights
+from correction.validation import MASK_KINDS, UPDATED_KINDS, validate_artifact
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ExportSource:
     manifest: Manifest
     base_path: Path  # the verified dense base model folder
     masks: MaskSet | None  # None for a sparse checkpoint, which holds its weights itself
+    weights: dict[str, torch.Tensor] | None = None  # updated weights of a reconstruction
 
     @property
     def kind(self) -> str:
@@ -43,13 +45,18 @@ class ExportSource:
 
 def open_source(folder: Path) -> ExportSource:
     validated = validate_artifact(folder)
-    masks = MaskSet.load(folder) if validated.manifest.kind in MASK_KINDS else None
-    return ExportSource(folder=Path(folder), manifest=validated.manifest, base_path=validated.base_path, masks=masks)
+    kind = validated.manifest.kind
+    masks = MaskSet.load(folder) if kind in MASK_KINDS else None
+    weights = load_weights(folder) if kind in UPDATED_KINDS else None
+    return ExportSource(
+        folder=Path(folder), manifest=validated.manifest, base_path=validated.base_path, masks=masks, weights=weights
+    )
 
 
 @torch.no_grad()
 def load_masked(source: ExportSource, target: str, *, dtype: str = "float32") -> tuple[LoadedModel, dict[str, torch.Tensor]]:
-    """The base model with the mask applied (computed in fp32, then cast), and its weight masks.
+    """The base model with the artifact's updated weights (if any) and its mask applied (computed in
+    fp32, then cast), and its weight masks.
 
     Pruned weights are set to +0.0 (a product with a zero mask can give -0.0), so a sparse
     checkpoint, which stores only kept values, restores them bit for bit.
@@ -57,6 +64,8 @@ def load_masked(source: ExportSource, target: str, *, dtype: str = "float32") ->
     masks = source.require_masks(target)
     loaded = load_model(source.base_path, dtype="float32")
     adapter = get_adapter(loaded.model)
+    if source.weights is not None:
+        copy_weights(loaded.model, source.weights)
     masks.apply(adapter)
     weight_masks = masks.weight_masks(adapter)
     params = dict(loaded.model.named_parameters())

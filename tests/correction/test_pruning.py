@@ -159,6 +159,10 @@ BAD_INPUT = [
     (["--from-scores", "NOWHERE"], "not an excise artifact"),
     (["--granularity", "nm", "--sparsity", "0.3"], "multiple of 1/4"),
     (["--selection-param", "n=2"], "Extra inputs are not permitted"),
+    (["--method", "sparsegpt", "--granularity", "neuron"], "sparsegpt chooses single weights"),
+    (["--method", "sparsegpt", "--selection-param", "allocation=relevance"], "no scores to allocate"),
+    (["--reconstruct-param", "damping=0"], "reconstruction.damping"),
+    (["--selection-param", "allocation=outliers"], "allocation"),
 ]
 
 

@@ -243,3 +243,28 @@ def test_masks_round_trip_through_disk(adapter, tmp_path):
     assert loaded.weights.keys() == masks.weights.keys()
     assert all(torch.equal(loaded.weights[k], masks.weights[k]) for k in masks.weights)
     assert all(torch.equal(loaded.neurons[k], masks.neurons[k]) for k in masks.neurons)
+
+
+def test_relevance_allocation_worked_example(tiny_llama_dir):
+    """Two equal layers; layer 0's scores are 3x layer 1's per weight: d = (3, 1), mean 2, spread 1,
+    so layer 0 (more relevant) is pruned at s - delta and layer 1 at s + delta; overall stays s."""
+    adapter = get_adapter(load_model(tiny_llama_dir).model)
+    scores = Scores()
+    for name, module in adapter.prunable_linears().items():
+        level = 3.0 if ".layers.0." in name else 1.0
+        scores.weights[f"{name}.weight"] = torch.full(module.weight.shape, level)
+    masks = get_selection("row")(scores, adapter, 0.5, {"allocation": "relevance", "delta": 0.1})
+    for name, keep in masks.weights.items():
+        share = 0.4 if ".layers.0." in name else 0.6
+        assert ((~keep).sum(1) == removal_count(keep.shape[1], share)).all(), name
+    report = masks.sparsity_report(adapter)
+    assert report["overall"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_uniform_allocation_is_the_plain_row_cut(adapter):
+    scores = random_scores(adapter, seed=4)
+    plain = get_selection("row")(scores, adapter, 0.5)
+    uniform = get_selection("row")(scores, adapter, 0.5, {"allocation": "uniform", "delta": 0.2})
+    assert all(torch.equal(plain.weights[n], uniform.weights[n]) for n in plain.weights)
+    with pytest.raises(Exception, match="allocation"):
+        get_selection("row")(scores, adapter, 0.5, {"allocation": "outliers"})
