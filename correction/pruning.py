@@ -55,6 +55,10 @@ from correction.updates import save_weights
 logger = logging.getLogger(__name__)
 
 README_NAME = "README.md"
+#: Scorer parameters pruning uses unless given. LRP: summing |each token's relevance| beats the
+#: paper's |relevance summed over a sample| at 50%, 60% and 2:4 on both corpora, at the same
+#: cost (benchmarks/results/pruning.md); `--param aggregation=absolute` is the paper's rule.
+PRUNE_SCORER_DEFAULTS: dict[str, dict[str, Any]] = {"lrp": {"aggregation": "token_absolute"}}
 #: bump when the perplexity protocol changes, so cached "before" values are not reused
 PERPLEXITY_CACHE_VERSION = 1
 
@@ -102,6 +106,8 @@ class PruneConfig(BaseModel):
     def _method_or_scores(self) -> PruneConfig:
         if self.method is None and self.from_scores is None:
             raise ValueError("give a method to score with, or from_scores to reuse saved scores")
+        if self.from_scores is None:
+            self.params = PRUNE_SCORER_DEFAULTS.get(self.method, {}) | self.params
         if self.method == SPARSEGPT:
             if self.granularity not in saliency_granularities():
                 raise ValueError(

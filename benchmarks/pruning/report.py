@@ -135,7 +135,9 @@ def write(state: dict, out: Path, *, command: str, model: str, factor: int) -> N
         "Levels: 50% and 60% row-wise (every output row of every decoder linear loses the same share; with relevance "
         "allocation, each layer its own share); 2:4 = N:M with N=2, M=4. Embeddings, norms and lm_head stay dense. "
         "Reconstruction = SparseGPT's OBS update of the kept weights (damping 0.01, blocks of 128 columns), "
-        "sequential over layers, on the 1x reference windows.",
+        f"sequential over layers, on the first {state['key']['reconstruction_windows']} reference windows.",
+        *([] if state.get("complete") else ["", "**This run is not complete yet** (rerun the command to resume): "
+                                            "rows or levels marked - were not measured."]),
         "",
         "## Perplexity on wiki (lower is better)",
         "",

@@ -2,14 +2,15 @@
 
 One run, the same windows for every row. Each scoring method is scored once (in a worker
 process) and every level is cut from the same scores; SparseGPT and the reconstruction
-rows re-fit the kept weights on the same 64 x 512 calibration windows.
+rows re-fit the kept weights on the first 32 of the 64 x 512 reference windows.
 - reference: `--calibration` windows of the wiki calibration split (4x rows: a superset);
 - validation: 8 further windows of that split, never scored on, used only to choose the
   per-layer allocation's delta (nothing is tuned on the evaluation windows);
-- report: perplexity on wiki 64 x 512 (the standard protocol) and news 32 x 512 (the whole
+- report: perplexity on wiki 64 x 512 (the standard protocol) and news 16 x 512 (half the
   news evaluation split), and IOI accuracy on 128 held-out prompts.
 
-    python benchmarks/pruning/run.py                # the full run (~70 min on an idle 2-core CPU)
+    python benchmarks/pruning/run.py                # the full run (~60 min on an idle 2-core CPU)
+    python benchmarks/pruning/run.py --budget-minutes 12   # the same in resumable pieces
     python benchmarks/pruning/run.py --quick        # a smoke run on small sizes (~3 min)
 
 Writes benchmarks/results/pruning.{md,json,png} and pruning_reference.png. Finished
@@ -65,27 +66,37 @@ class Variant:
     levels: tuple[str, ...] = tuple(LEVELS)
 
 
+#: the rows the target compares (peers and the main LRP rows): measured first, level by level
+PRIMARY = 4
+
+
 def variants(factor: int) -> list[Variant]:
+    """The first PRIMARY rows run level by level, then the others row by row, so a run cut short
+    keeps the comparison the issue asks for."""
     ta = TOKEN_ABSOLUTE
     return [
-        Variant("magnitude", "magnitude"),
         Variant("wanda", "wanda"),
         Variant("sparsegpt", SPARSEGPT),
-        Variant("gradient", "gradient", levels=("50%",)),
-        Variant("lrp (paper aggregation)", "lrp", levels=("50%", "60%")),
         Variant("lrp token-absolute", "lrp", ta),
-        Variant(f"lrp token-absolute, {factor}x reference", "lrp", ta, factor=factor, levels=("50%", "60%")),
-        Variant("lrp token-absolute + relevance allocation", "lrp", ta, allocation=True, levels=("50%", "60%")),
-        Variant("wanda + reconstruction", "wanda", reconstruct=True, levels=("50%", "60%")),
         Variant("lrp token-absolute + reconstruction", "lrp", ta, reconstruct=True),
+        Variant("lrp (paper aggregation)", "lrp", levels=("50%",)),
+        Variant("magnitude", "magnitude", levels=("50%",)),
+        Variant("lrp token-absolute + relevance allocation", "lrp", ta, allocation=True, levels=("50%", "60%")),
+        Variant("wanda + reconstruction", "wanda", reconstruct=True, levels=("50%",)),
+        Variant(f"lrp token-absolute, {factor}x reference", "lrp", ta, factor=factor, levels=("50%",)),
         Variant(f"lrp token-absolute, {factor}x reference + reconstruction", "lrp", ta, factor=factor,
-                reconstruct=True, levels=("50%", "60%")),
+                reconstruct=True, levels=("50%",)),
     ]
+
+
+class OutOfTime(Exception):
+    """The run's --budget-minutes are spent; what is measured is saved and a rerun resumes."""
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, state: dict, state_path: Path):
         self.args, self.state, self.state_path = args, state, state_path
+        self.deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes else None
         self.loaded = load_model(args.model)
         self.model, tokenizer = self.loaded.model, self.loaded.tokenizer
         self.adapter = get_adapter(self.model)
@@ -113,6 +124,9 @@ class Bench:
 
     def windows(self, factor: int) -> torch.Tensor:
         return self.reference[: self.calibration_spec.count * factor]
+
+    def reconstruction_windows(self) -> torch.Tensor:
+        return self.windows(1)[: self.args.reconstruction_windows]
 
     def restore_dense(self) -> None:
         self.model.load_state_dict(self.dense)
@@ -163,13 +177,13 @@ class Bench:
             logger.info("allocation delta %.2f: validation perplexity %.3f", delta, found[str(delta)])
         return {"validation_ppl": found, "chosen": float(min(found, key=found.get))}
 
-    def run(self, variant: Variant) -> None:
+    def run(self, variant: Variant, levels: tuple[str, ...] | None = None) -> None:
         row = self.state["rows"].setdefault(variant.label, {"method": variant.method, "params": variant.params,
                                                              "factor": variant.factor, "levels": {}})
-        todo = [level for level in variant.levels if level not in row["levels"]]
+        todo = [level for level in (levels or variant.levels) if level in variant.levels and level not in row["levels"]]
         if not todo:
             return
-        scores, info = (None, {"scoring_s": 0.0, "peak_rss_mb": None, "samples": 0})
+        scores, info = (None, {"scoring_s": 0.0, "peak_rss_mb": None, "samples": len(self.reconstruction_windows())})
         if variant.method != SPARSEGPT:
             scores, info = self.scores(variant)
         row |= {"scoring_s": info["scoring_s"], "peak_rss_mb": info["peak_rss_mb"], "samples": info["samples"]}
@@ -178,17 +192,19 @@ class Bench:
             row.setdefault("allocation", self.choose_delta(scores))
             selection_params = {"allocation": "relevance", "delta": row["allocation"]["chosen"]}
         for level in todo:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise OutOfTime
             granularity, sparsity = LEVELS[level]
             self.restore_dense()
             started = time.perf_counter()
             if variant.method == SPARSEGPT:
                 rules = saliency_rules(granularity, sparsity)
-                masks = reconstruct(self.model, self.windows(1), rules, batch_size=8).masks
+                masks = reconstruct(self.model, self.reconstruction_windows(), rules, batch_size=8).masks
             else:
                 params = selection_params if granularity == "row" else {}
                 masks = get_selection(granularity)(scores, self.adapter, sparsity, params)
                 if variant.reconstruct:
-                    reconstruct(self.model, self.windows(1), fixed_rules(masks), batch_size=8)
+                    reconstruct(self.model, self.reconstruction_windows(), fixed_rules(masks), batch_size=8)
             masks.apply(self.adapter)
             measured = {"prune_s": time.perf_counter() - started, "sparsity": masks.sparsity_report(self.adapter)["overall"]}
             measured |= self.measure_model()
@@ -221,7 +237,8 @@ class Bench:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    key = {k: getattr(args, k) for k in ("model", "calibration", "eval", "news", "ioi", "seed", "factor", "validation")}
+    key = {k: getattr(args, k) for k in ("model", "calibration", "eval", "news", "ioi", "seed", "factor", "validation",
+                                         "reconstruction_windows")}
     state_path = Path(args.work) / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if state.get("key") != key:
@@ -235,12 +252,21 @@ def measure(args: argparse.Namespace) -> dict:
         bench.restore_dense()
         state["dense"] = bench.measure_model()
         bench.save()
-    for variant in variants(args.factor):
-        bench.run(variant)
+    rows = variants(args.factor)
+    try:
+        for level in LEVELS:
+            for variant in rows[:PRIMARY]:
+                bench.run(variant, (level,))
+        for variant in rows[PRIMARY:]:
+            bench.run(variant)
+    except OutOfTime:
+        logger.info("budget spent; rerun the same command to continue")
+        state["complete"] = False
+        return state
     if "cost_per_token" not in state:
         state["cost_per_token"] = bench.cost_per_token()
         bench.save()
-    state["load_end"] = os.getloadavg()[0]
+    state["load_end"], state["complete"] = os.getloadavg()[0], True
     bench.save()
     return state
 
@@ -250,7 +276,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--calibration", default="wiki:64x512", help="reference windows (default: wiki:64x512)")
     parser.add_argument("--eval", default="wiki:64x512", help="wiki evaluation windows (default: wiki:64x512)")
-    parser.add_argument("--news", default="news:32x512", help="news evaluation windows (default: news:32x512)")
+    parser.add_argument("--news", default="news:16x512", help="news evaluation windows (default: news:16x512)")
+    parser.add_argument("--reconstruction-windows", type=int, default=32,
+                        help="reference windows SparseGPT's update re-fits on (the first of the 1x set; default: 32)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="stop (resumably) after the level that passes this many minutes")
     parser.add_argument("--ioi", type=int, default=128, help="held-out IOI prompts (default: 128)")
     parser.add_argument("--factor", type=int, default=4, help="the larger LRP reference set, as a multiple (default: 4)")
     parser.add_argument("--validation", type=int, default=8, help="validation windows for choosing delta (default: 8)")
@@ -264,6 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.calibration, args.eval, args.news, args.ioi = "wiki:4x128", "wiki:4x128", "news:4x128", 16
         args.factor, args.validation, args.timing_windows, args.timing_repeats = 2, 2, 1, 1
+        args.reconstruction_windows = 4
         args.work = args.work + "-quick"
     return args
 

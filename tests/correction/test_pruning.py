@@ -214,3 +214,9 @@ def test_lrp_end_to_end_on_smollm2(smollm2_dir, tmp_path):
     assert manifest.timings["scoring_s"] > 0 and manifest.resources["peak_rss_mb"] > 0
     scores = Scores.load(out)
     assert all(torch.isfinite(s).all() and (s >= 0).all() for s in scores.weights.values())
+
+
+def test_lrp_prunes_with_token_absolute_aggregation_unless_told_otherwise():
+    assert PruneConfig(method="lrp", sparsity=0.5).params == {"aggregation": "token_absolute"}
+    assert PruneConfig(method="lrp", sparsity=0.5, params={"aggregation": "absolute"}).params == {"aggregation": "absolute"}
+    assert PruneConfig(method="wanda", sparsity=0.5).params == {}
