@@ -38,6 +38,7 @@ from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
 from correction.scoring.scores import SCORES_FILE, Scores
+from correction.scoring.support import check_method_unit
 from correction.selection import get_selection, selection_names
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class PruneConfig(BaseModel):
     def _method_or_scores(self) -> PruneConfig:
         if self.method is None and self.from_scores is None:
             raise ValueError("give a method to score with, or from_scores to reuse saved scores")
+        check_method_unit(self.method, get_selection(self.granularity).unit, self.granularity)
         return self
 
 

@@ -1,7 +1,8 @@
 """One real excise server process for the server tests (started once, ~30-90 s on CPU).
 
-It serves a tiny Llama (`tiny`), a neuron-removal correction of it as LoRA
-(`tiny-fixed`), and an experiment `ab` splitting 3:1 between them.
+It serves a tiny Llama (`tiny`), a neuron-removal correction of it made by
+`excise prune` + `excise export --to lora` (`tiny-fixed`), and an experiment `ab`
+splitting 3:1 between them. Runtime corrections load from `corrections_root`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import pytest
 from server_helpers import (
     ADMIN_KEY,
     API_KEYS,
-    FIXED_NEURONS,
+    FIXED_SPARSITY,
     MAX_IN_FLIGHT,
     ServerProcess,
     build_tiny_llama_vllm,
-    neuron_lora,
+    excise_lora,
 )
-
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +30,19 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fixed_lora(tiny_dir, tmp_path_factory) -> Path:
-    return neuron_lora(tiny_dir, tmp_path_factory.mktemp("lora") / "tiny-fixed", FIXED_NEURONS)
+def corrections_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corrections")
+
+
+@pytest.fixture(scope="session")
+def fixed(tiny_dir, tmp_path_factory) -> tuple[Path, dict[int, list[int]]]:
+    """The configured correction's folder and the neurons it removes."""
+    return excise_lora(tiny_dir, tmp_path_factory.mktemp("lora") / "tiny-fixed", FIXED_SPARSITY)
+
+
+@pytest.fixture(scope="session")
+def fixed_lora(fixed) -> Path:
+    return fixed[0]
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +63,9 @@ def server_config(tiny_dir, fixed_lora, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(server_config, tmp_path_factory):
-    args = ["--config", str(server_config), "--admin-key", ADMIN_KEY, "--max-in-flight", str(MAX_IN_FLIGHT)]
+def server(server_config, corrections_root, tmp_path_factory):
+    args = ["--config", str(server_config), "--admin-key", ADMIN_KEY, "--max-in-flight", str(MAX_IN_FLIGHT),
+            "--corrections-root", str(corrections_root), "--docs"]
     for key in API_KEYS:
         args += ["--api-key", key]
     proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "server.log")
