@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from correction import __version__
 from correction.commands import COMMANDS
+from correction.commands.arguments import check_machine
 from correction.errors import ExciseError
 
 
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             datefmt="%H:%M:%S",
         )
+        check_machine(args)
         return args.handler(args) or 0
     except ExciseError as error:
         print(f"excise: error: {error}", file=sys.stderr)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from correction.commands import Command
-from correction.commands.arguments import device, output_folder, positive_int
+from correction.commands.arguments import device, positive_int
 from correction.errors import ExciseError
 
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument("--out", type=output_folder, required=True, help="artifact folder to write")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from correction.behaviours import BEHAVIOURS, EvaluationSettings
 from correction.commands import Command
-from correction.commands.arguments import device, output_folder, positive_int
+from correction.commands.arguments import device, positive_int
 from correction.correcting import CorrectConfig, correct
 
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-prompts", type=int, help="use only the first N prompts of each half")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument("--out", type=output_folder, required=True, help="folder for the correction artifact")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the correction artifact")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from correction.commands import Command
-from correction.commands.arguments import device, output_folder, positive_int
+from correction.commands.arguments import device, positive_int
 from correction.data.windows import DataSpec
 from correction.errors import ExciseError
 from correction.pruning import PruneConfig, prune
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="selection parameter (repeatable): e.g. m=8 for nm",
     )
-    parser.add_argument("--out", type=output_folder, required=True, help="artifact folder to create")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
