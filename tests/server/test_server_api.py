@@ -360,6 +360,22 @@ def test_422_schema_violations(server):
     assert r.status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"prompt": "x", "stop": ["s"] * 1000}, "stop", "at most 4 items"),
+        ({"prompt": [-1, 5]}, "prompt.0", "greater than or equal to 0 (got -1)"),
+        ({"prompt": [[3, -7]]}, "prompt.0.1", "greater than or equal to 0 (got -7)"),
+        ({"prompt": "x", "stop": "s" * 300}, "stop", "at most 256 characters"),
+    ],
+)
+def test_422_on_a_field_of_several_types_says_what_was_wrong(server, body, param, says):
+    """Not the message of a type the value is not (`stop.constrained-str: Input should be a valid string`)."""
+    r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", **body})
+    error = _envelope(r)
+    assert r.status_code == 422 and error["param"] == param and says in error["message"], error
+
+
 def _wait_until_idle(server, seconds: float = 30) -> None:
     """Earlier tests' generations must be gone, or the next request may be refused instead of served."""
     deadline = time.monotonic() + seconds
