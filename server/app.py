@@ -24,7 +24,16 @@ from vllm.utils.gc_utils import freeze_gc_heap
 from correction.errors import ExciseError
 from server.config import ServingConfig, check_name, discover_artifacts, load_config
 from server.engines import EnginePool
-from server.errors import ApiError, BadRequest, Conflict, NotFound, ServerError, Unavailable, error_response
+from server.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServerError,
+    Unavailable,
+    error_response,
+    schema_problem,
+)
 from server.experiments import Experiment
 from server.metrics import Metrics
 from server.protocol import (
@@ -199,32 +208,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return rejected(request, ServerError("internal error; see the server log"))
-
-
-def schema_problem(errors: list[dict]) -> tuple[str, str]:
-    """(field, what is wrong) for the first real problem of a request.
-
-    A field of several types (a string or a list of strings, say) fails once per type; the
-    "not a string" failure of a list says nothing. The problem is a failure of the branch the
-    value's own type picked, so wrong-type failures come last when another exists, and the type
-    tags pydantic puts into the location are dropped.
-    """
-    if not errors:
-        return "body", "invalid request"
-    relevant = [e for e in errors if not str(e.get("type", "")).endswith("_type")] or errors
-    first = relevant[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _is_type_tag(p)]
-    message = str(first.get("msg"))
-    value = first.get("input")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        message += f" (got {value})"
-    return ".".join(loc) or "body", message
-
-
-def _is_type_tag(part) -> bool:
-    # pydantic names a union branch in the location: "constrained-str", "list[constrained-int]", "str"
-    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")) or part in (
-        "str", "int", "float", "bool", "list", "dict"))
 
 
 def _routes():

@@ -188,8 +188,8 @@ def discover_artifacts(folder: Path) -> ServingConfig:
 
     An `hf` or `shrunk` export is served as a model of its own; a `lora`
     correction is served on its base model's engine, and that base is served
-    dense too. Variants are named after their folders; manifests and file
-    hashes are verified first.
+    dense too. Variants are named after their folders (two folders that would
+    get one name are refused); `variants.plan` validates every artifact.
     """
     from correction.manifest import MANIFEST_NAME, Manifest
 

@@ -1,8 +1,9 @@
 """One real excise server process for the server tests (started once, ~30-90 s on CPU).
 
 It serves a tiny Llama (`tiny`), a neuron-removal correction of it made by
-`excise prune` + `excise export --to lora` (`tiny-fixed`), and an experiment `ab`
-splitting 3:1 between them. Runtime corrections load from `corrections_root`.
+`excise prune` + `excise export --to lora` (`tiny-fixed`), a third-party style PEFT
+LoRA without a manifest served with `verify: false` (`tiny-peft`), and an experiment
+`ab` splitting 3:1 between tiny and tiny-fixed. Runtime corrections load from `corrections_root`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from server_helpers import (
     ServerProcess,
     build_tiny_llama_vllm,
     excise_lora,
+    peft_lora,
 )
 
 
@@ -52,6 +54,8 @@ def server_config(tiny_dir, fixed_lora, tmp_path_factory) -> Path:
         "variants": [
             {"name": "tiny", "base": str(tiny_dir)},
             {"name": "tiny-fixed", "base": str(tiny_dir), "correction": str(fixed_lora)},
+            {"name": "tiny-peft", "base": str(tiny_dir), "verify": False,
+             "correction": str(peft_lora(tiny_dir, tmp_path_factory.mktemp("peft") / "peft", {0: [1, 2, 3]}))},
         ],
         "experiments": [
             {"name": "ab", "arms": [{"variant": "tiny", "weight": 3}, {"variant": "tiny-fixed", "weight": 1}]}

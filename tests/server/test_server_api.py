@@ -30,9 +30,13 @@ def test_health_ready_and_models_list(server, client, tiny_dir, fixed_lora):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     assert httpx.get(server.url + "/ready").json() == {"status": "ready"}  # nothing more, unauthenticated
     ids = {m.id for m in client.models.list().data}
-    assert ids == {"tiny", "tiny-fixed", "ab"}
+    assert ids == {"tiny", "tiny-fixed", "tiny-peft", "ab"}
     card = client.models.retrieve("tiny-fixed")
     assert (card.id, card.base, card.correction, card.verified) == ("tiny-fixed", "tiny", True, True)
+    assert client.models.retrieve("tiny-peft").verified is False  # served with `verify: false`
+    described = {v["name"]: v for v in httpx.get(server.url + "/ui/api/variants", headers=_auth()).json()}
+    assert (described["tiny-peft"]["verified"], described["tiny-peft"]["manifest"]) == (False, None)
+    assert described["tiny-fixed"]["verified"] and described["tiny-fixed"]["manifest"]["kind"] == "lora"
     listing = httpx.get(server.url + "/v1/models", headers=_auth()).text + httpx.get(
         server.url + "/ui/api/variants", headers=_auth()).text
     for server_path in (str(tiny_dir), str(fixed_lora), str(tiny_dir.parent)):
