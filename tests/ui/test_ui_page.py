@@ -44,7 +44,7 @@ def _correction(base: Path, out: Path) -> Path:
     from correction.pruning import PruneConfig, prune
 
     config = PruneConfig(
-        model=str(base), method="magnitude", sparsity=0.15, granularity="neuron",
+        model=str(base), method="magnitude", sparsity=0.24, granularity="neuron",
         calibration=DataSpec.parse("wiki:2x32", split="calibration", order="random"),
         evaluation=DataSpec.parse("wiki:2x64", split="evaluation", order="sequential"),
     )
