@@ -50,7 +50,7 @@ def fixed_lora(fixed) -> Path:
 @pytest.fixture(scope="session")
 def server_config(tiny_dir, fixed_lora, tmp_path_factory) -> Path:
     config = {
-        "engine_defaults": {"dtype": "float32", "max_lora_rank": 64},
+        "engine_defaults": {"max_lora_rank": 128},
         "variants": [
             {"name": "tiny", "base": str(tiny_dir)},
             {"name": "tiny-fixed", "base": str(tiny_dir), "correction": str(fixed_lora)},
