@@ -151,9 +151,8 @@ def _check_a_request_in_flight_at_sigterm_completes(proc: ServerProcess) -> None
         held.close()
 
 
-def _dechunk(raw: bytes) -> bytes:
-    """The body of an HTTP/1.1 chunked response (status line and headers included in `raw`)."""
-    rest = raw.split(b"\r\n\r\n", 1)[1]
+def _dechunk(rest: bytes) -> bytes:
+    """The content of an HTTP/1.1 chunked body (what follows the headers)."""
     body = []
     while True:
         size_line, rest = rest.split(b"\r\n", 1)
