@@ -144,7 +144,7 @@ class VariantRegistry:
             if base is None:
                 raise NotFound(f"base variant {base_name!r} does not exist; see GET /v1/models", param="base")
             if base.lora is not None:
-                raise BadRequest(f"{base_name!r} is itself a correction; register on its base {base.base!r}", param="base")
+                raise BadRequest(f"{base_name!r} is itself a correction; register on its base {Path(base.base).name!r}", param="base")
             engine = self._pool.get(base.engine_key, retry_after_s=5)
             try:
                 folder = confine(path, root)
