@@ -66,8 +66,10 @@ RUN pip install --no-cache-dir /tmp/wheels/*.whl \
 RUN excise models prepare smollm2 \
     && chown -R excise:excise /opt/excise
 
-# A config that serves the embedded model dense, so `docker run` works as it is; Kubernetes
-# points EXCISE_CONFIG at its ConfigMap instead.
+# A config that serves the embedded model dense; Kubernetes points EXCISE_CONFIG at its
+# ConfigMap instead. The server listens on every address here, so it refuses to start without
+# a key: `docker run -e EXCISE_API_KEYS=$(openssl rand -hex 16) ...` (Kubernetes passes the
+# excise-keys Secret).
 COPY deploy/docker/embedded.yaml /opt/excise/embedded.yaml
 ENV EXCISE_CONFIG=/opt/excise/embedded.yaml \
     EXCISE_HOST=0.0.0.0 \

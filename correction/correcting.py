@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from correction.atomic import atomic_folder
 from correction.behaviours import Behaviour, EvaluationSettings, get_behaviour, text_batches
@@ -52,6 +52,7 @@ from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
 from correction.scoring import Scores, score_model
 from correction.scoring.base import scorer_class
+from correction.scoring.support import check_method_unit
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ class CorrectConfig(BaseModel):
         if sweep is not None and (not sweep or min(sweep) <= 0):
             raise ValueError("sweep budgets must be a non-empty list of positive counts, e.g. [25, 50, 100]")
         return sorted(set(sweep)) if sweep else sweep
+
+    @model_validator(mode="after")
+    def _method_scores_granularity(self) -> CorrectConfig:
+        check_method_unit(self.method, self.granularity)
+        return self
 
     def budgets(self) -> list[int]:
         return self.sweep or [self.budget]
@@ -205,8 +211,6 @@ def choose(rows: list[dict], bound: float) -> dict | None:
 def _check_inputs(config: CorrectConfig) -> Behaviour:
     behaviour = get_behaviour(config.behaviour)
     cls = scorer_class(config.method)
-    if config.granularity not in cls.supported_granularities:
-        raise ExciseError(f"method {config.method!r} cannot score {config.granularity}s")
     if not cls.needs_data:
         raise ExciseError(
             f"method {config.method!r} ignores data, so it cannot contrast two references; use lrp, wanda or gradient"

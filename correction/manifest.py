@@ -14,11 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from correction import __version__
 from correction.atomic import sha256_file, write_json
 from correction.errors import ExciseError
+from correction.hashing import cached_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,15 @@ class Manifest(BaseModel):
     parent: str | None = None  # the artifact this one was made from
     notes: str | None = None
 
+    @field_validator("files")
+    @classmethod
+    def _plain_names(cls, files: dict[str, str]) -> dict[str, str]:
+        # A listed name is joined to the artifact folder: "../x", "/etc/x" or "a/b" would reach outside it.
+        for name in files:
+            if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+                raise ValueError(f"file name {name!r} is not a plain file name inside the artifact folder")
+        return files
+
     def record_files(self, folder: Path) -> None:
         """Hash every file in `folder` except the manifest itself."""
         self.files = {
@@ -120,9 +130,12 @@ class Manifest(BaseModel):
         return manifest
 
     def verify_files(self, folder: Path) -> None:
+        root = Path(folder).resolve()
         for name, expected in self.files.items():
             path = Path(folder) / name
             if not path.is_file():
                 raise ExciseError(f"{path} is missing; the artifact is incomplete")
-            if sha256_file(path) != expected:
+            if path.resolve().parent != root:
+                raise ExciseError(f"{path} is a link to a file outside the artifact folder; copy the file in instead")
+            if cached_sha256(path) != expected:
                 raise ExciseError(f"{path} does not match its hash in {MANIFEST_NAME}; the file is truncated or tampered")

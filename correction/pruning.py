@@ -49,6 +49,7 @@ from correction.reconstruction import (
 )
 from correction.scoring.run import peak_rss_bytes
 from correction.scoring.scores import SCORES_FILE, Scores
+from correction.scoring.support import check_method_unit
 from correction.selection import get_selection, selection_names
 from correction.updates import save_weights
 
@@ -119,6 +120,7 @@ class PruneConfig(BaseModel):
                 raise ValueError("sparsegpt has no scores to allocate per-layer sparsity from; use allocation=uniform")
         if self.reconstructs and get_selection(self.granularity).unit != "weight":
             raise ValueError(f"reconstruction re-fits single weights; granularity {self.granularity!r} removes units")
+        check_method_unit(self.method, get_selection(self.granularity).unit, self.granularity)
         return self
 
     @property

@@ -1,12 +1,15 @@
 """Validation of anything excise or its server loads: artifacts, exported folders, adapters.
 
-Every check runs before a weight is loaded: safetensors only (never pickle), no
-remote code, manifest hashes verified (`Manifest.load(verify=True)`), no file the
-manifest does not list, the base model's weights hash matching the one the
-artifact was made for, and tensor names, shapes and dtypes read from the
-safetensors headers checked against the base model. Format-specific checks
+`validate_artifact` is the one entry point, for the CLI and every load path of
+the server. Every check runs before a weight is loaded: safetensors only (never
+pickle), no remote code, a manifest whose listed files are plain names inside
+the folder and match their hashes (`Manifest.load(verify=True)`), no file the
+manifest does not list, the base model's weights (hashed from its files) matching
+the hash the artifact was made for, and tensor names, shapes and dtypes read from
+the safetensors headers checked against the base model. Format-specific checks
 (sparse encoding, LoRA adapter config, shrunk widths) belong to the exporter of
-that format (`correction.export`), which this module calls by kind.
+that format (`correction.export`), which this module calls by kind; a new kind
+adds its exporter (or a branch in `_check_kind`), nothing else.
 """
 
 from __future__ import annotations
@@ -43,9 +46,17 @@ class ValidatedArtifact:
     base_path: Path  # the dense base model folder, its weights hash verified
 
 
-def validate_artifact(folder: Path, *, kinds: frozenset[str] | None = None) -> ValidatedArtifact:
-    """Check an artifact folder completely (see the module doc) and return its manifest and base."""
+def validate_artifact(
+    folder: Path, *, kinds: frozenset[str] | None = None, base: Path | None = None
+) -> ValidatedArtifact:
+    """Check an artifact folder completely (see the module doc) and return its manifest and base.
+
+    `base` is the model folder the artifact will be applied to (a server's engine weights); its
+    weights must be the ones the artifact was made for. Without it, the base the manifest names.
+    """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ExciseError(f"{folder} is not a folder; pass an artifact folder written by excise")
     refuse_pickle(folder)
     manifest = Manifest.load(folder, verify=True)
     if kinds is not None and manifest.kind not in kinds:
@@ -54,16 +65,20 @@ def validate_artifact(folder: Path, *, kinds: frozenset[str] | None = None) -> V
     if unlisted:
         raise ExciseError(f"{folder} holds files its manifest does not list ({', '.join(unlisted)}); remove them or re-export")
     refuse_remote_code(folder)
-    base_path = verify_base_model(manifest.base_model)
-    if manifest.kind in MASK_KINDS:
+    base_path = verify_base_model(manifest.base_model, base)
+    _check_kind(folder, manifest.kind, base_path)
+    return ValidatedArtifact(folder=folder, manifest=manifest, base_path=base_path)
+
+
+def _check_kind(folder: Path, kind: str, base_path: Path) -> None:
+    if kind in MASK_KINDS:
         check_masks(folder, base_path)
-        if manifest.kind in UPDATED_KINDS:
+        if kind in UPDATED_KINDS:
             check_updated_weights(folder, base_path)
-    elif manifest.kind != "scores":
+    elif kind != "scores":
         from correction.export import get_exporter  # the export formats import this module
 
-        get_exporter(manifest.kind).validate(folder, base_path)
-    return ValidatedArtifact(folder=folder, manifest=manifest, base_path=base_path)
+        get_exporter(kind).validate(folder, base_path)
 
 
 def refuse_pickle(folder: Path) -> None:
@@ -79,12 +94,16 @@ def refuse_remote_code(folder: Path) -> None:
             raise ExciseError(f"{path} asks for custom code (auto_map); excise never runs remote code")
 
 
-def verify_base_model(ref: BaseModelRef) -> Path:
-    """The base model folder named by `ref` (its spec, else its recorded path), with matching weights."""
-    try:
-        folder = resolve_model_path(ref.spec)
-    except ExciseError:
-        folder = resolve_model_path(ref.path)
+def verify_base_model(ref: BaseModelRef, folder: Path | None = None) -> Path:
+    """`folder` (default: the one `ref` names, its spec, else its recorded path), whose weights are
+    the ones `ref` pins."""
+    if folder is not None:
+        folder = validate_model_folder(folder)
+    else:
+        try:
+            folder = resolve_model_path(ref.spec)
+        except ExciseError:
+            folder = resolve_model_path(ref.path)
     actual = weights_sha256(folder)
     if actual != ref.weights_sha256:
         raise ExciseError(

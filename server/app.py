@@ -24,7 +24,16 @@ from vllm.utils.gc_utils import freeze_gc_heap
 from correction.errors import ExciseError
 from server.config import ServingConfig, check_name, discover_artifacts, load_config
 from server.engines import EnginePool
-from server.errors import ApiError, BadRequest, Conflict, NotFound, ServerError, Unavailable, error_response
+from server.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServerError,
+    Unavailable,
+    error_response,
+    schema_problem,
+)
 from server.experiments import Experiment
 from server.metrics import Metrics
 from server.protocol import (
@@ -85,7 +94,9 @@ def build_app(settings: ServerSettings, config: ServingConfig | None = None) -> 
     scorer = ToxicityScorer(settings.toxicity_queue_size, metrics.toxicity_skipped.inc) if settings.toxicity else None
     ctx = ServingContext(settings, pool, registry, experiments, metrics, scorer)
 
-    app = FastAPI(title="excise", version="0.1.0", lifespan=_lifespan, responses=_ERRORS)
+    # The API's schema and its pages tell a stranger what the server can do: off unless asked for.
+    docs = {} if settings.docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = FastAPI(title="excise", version="0.1.0", lifespan=_lifespan, responses=_ERRORS, **docs)
     app.state.settings = settings
     app.state.ctx = ctx
     app.state.api_keys = [k.get_secret_value() for k in settings.api_keys]
@@ -181,10 +192,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        error = BadRequest(f"{where}: {first.get('msg')}", param=where, code="invalid_schema")
+        where, message = schema_problem(exc.errors())
+        error = BadRequest(f"{where}: {message}", param=where, code="invalid_schema")
         error.status = 422
         return rejected(request, error)
 
@@ -212,13 +221,11 @@ def _routes():
 
     @router.get("/ready", responses={503: _ERRORS[503]})
     async def ready(request: Request) -> dict:
+        # Unauthenticated: ready or not, nothing more (why an engine failed is in the log).
         ctx: ServingContext = request.app.state.ctx
-        if ctx.draining:
-            raise Unavailable("the server is shutting down", retry_after_s=ctx.settings.retry_after_s)
-        if not ctx.pool.ready:
-            why = ctx.pool.error or f"engines loading ({len(ctx.pool.engines)}/{len(ctx.pool.specs)} ready)"
-            raise Unavailable(why, retry_after_s=ctx.settings.retry_after_s, code="not_ready")
-        return {"status": "ready", "engines": sorted(ctx.pool.engines)}
+        if ctx.draining or not ctx.pool.ready:
+            raise Unavailable("not ready", retry_after_s=ctx.settings.retry_after_s, code="not_ready")
+        return {"status": "ready"}
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -301,11 +308,12 @@ async def _add_correction(request: Request, body: CorrectionRequest) -> Correcti
         check_name(body.name)
     except ValueError as exc:
         raise BadRequest(str(exc), param="name") from None
-    variant = await ctx.registry.register(body.name, body.base, Path(body.path), reserved=set(ctx.experiments))
+    root = ctx.settings.corrections_root or ctx.settings.artifacts
+    variant = await ctx.registry.register(body.name, body.base, body.path, root, reserved=set(ctx.experiments))
     audit.info("correction added: name=%s base=%s path=%s client=%s", body.name, body.base, variant.correction,
                _client(request))
     rank = _adapter_rank(variant.correction)
-    return CorrectionResponse(name=variant.name, base=body.base, path=str(variant.correction), lora_rank=rank)
+    return CorrectionResponse(name=variant.name, base=body.base, path=body.path, lora_rank=rank)
 
 
 def _adapter_rank(path: Path) -> int:
@@ -316,8 +324,8 @@ def _adapter_rank(path: Path) -> int:
 
 def _model_cards(ctx: ServingContext) -> list[ModelCard]:
     cards = [
-        ModelCard(id=v.name, created=v.created, kind="variant", base=v.base,
-                  correction=str(v.correction) if v.correction else None)
+        ModelCard(id=v.name, created=v.created, kind="variant", base=Path(v.base).name,
+                  correction=v.correction is not None, verified=v.verified)
         for v in ctx.registry.all()
     ]
     cards += [

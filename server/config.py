@@ -43,7 +43,11 @@ class _Strict(BaseModel):
 class EngineOptions(_Strict):
     """Passed through to vLLM's engine arguments."""
 
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["model", "auto", "float32", "bfloat16", "float16"] = Field(
+        "model",
+        description="model: on CPU the dtype the model folder's config.json records (what its manifest's metrics were "
+        "measured in; vLLM's `auto` would serve an fp32 folder in bfloat16 there), vLLM's `auto` elsewhere.",
+    )
     max_model_len: int | None = Field(None, gt=0)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     tensor_parallel_size: int = Field(1, ge=1)
@@ -68,6 +72,11 @@ class VariantConfig(_Strict):
     base: str = Field(description="HF folder or embedded model name (smollm2).")
     weights: Path | None = Field(None, description="Exported dense/shrunk folder of `base` to serve instead.")
     correction: Path | None = Field(None, description="LoRA adapter folder (PEFT format) served on the base engine.")
+    verify: bool = Field(
+        True,
+        description="False serves `weights`/`correction` folders without an excise manifest (e.g. a third-party "
+        "PEFT LoRA), unverified: no hashes, no base identity; shown as unverified.",
+    )
     engine: EngineOptions | None = None
 
     _check_name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
@@ -179,8 +188,8 @@ def discover_artifacts(folder: Path) -> ServingConfig:
 
     An `hf` or `shrunk` export is served as a model of its own; a `lora`
     correction is served on its base model's engine, and that base is served
-    dense too. Variants are named after their folders; manifests and file
-    hashes are verified first.
+    dense too. Variants are named after their folders (two folders that would
+    get one name are refused); `variants.plan` validates every artifact.
     """
     from correction.manifest import MANIFEST_NAME, Manifest
 
@@ -188,8 +197,14 @@ def discover_artifacts(folder: Path) -> ServingConfig:
         raise ExciseError(f"artifacts folder {folder} does not exist; run the pipeline first or fix the path")
     variants: dict[str, VariantConfig] = {}
     for sub in sorted(p for p in folder.iterdir() if (p / MANIFEST_NAME).is_file()):
-        for variant in _variants_of(sub, Manifest.load(sub)):
-            variants.setdefault(variant.name, variant)
+        # Only the kind and base are read here; `plan` validates every artifact completely.
+        for variant in _variants_of(sub, Manifest.load(sub, verify=False)):
+            known = variants.setdefault(variant.name, variant)
+            if known != variant:  # the same base named by two corrections is one variant; anything else is a clash
+                raise ExciseError(
+                    f"two artifacts under {folder} would both be served as {variant.name!r} "
+                    f"({known.correction or known.base} and {variant.correction or variant.base}); rename one folder"
+                )
     if not variants:
         raise ExciseError(
             f"no servable artifact ({', '.join(MODEL_KINDS + CORRECTION_KINDS)}) under {folder}; "

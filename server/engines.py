@@ -17,6 +17,7 @@ from vllm import AsyncEngineArgs
 from vllm.lora.request import LoRARequest
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from correction.models.loading import read_config
 from server.config import EngineOptions
 from server.errors import BadRequest, Unavailable
 from server.metrics import Metrics
@@ -49,7 +50,7 @@ def engine_args(spec: EngineSpec) -> AsyncEngineArgs:
     kwargs = dict(
         model=str(spec.model_path),
         served_model_name=spec.key,
-        dtype=opts.dtype,
+        dtype=engine_dtype(spec),
         max_model_len=opts.max_model_len,
         tensor_parallel_size=opts.tensor_parallel_size,
         pipeline_parallel_size=opts.pipeline_parallel_size,
@@ -65,6 +66,18 @@ def engine_args(spec: EngineSpec) -> AsyncEngineArgs:
     if opts.gpu_memory_utilization is not None:
         kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
     return AsyncEngineArgs(**kwargs)
+
+
+def engine_dtype(spec: EngineSpec) -> str:
+    """The dtype to pass to vLLM: `model` is the folder's own dtype on CPU, vLLM's `auto` elsewhere."""
+    if spec.options.dtype != "model":
+        return spec.options.dtype
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return "auto"
+    config = read_config(spec.model_path)
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
 def _enforce_eager(opts: EngineOptions) -> bool:
@@ -117,7 +130,8 @@ class EnginePool:
         engine = self.engines.get(key)
         if engine is None:
             if self.error is not None:
-                raise Unavailable(f"the server failed to start: {self.error}", retry_after_s=retry_after_s)
+                # The reason (paths, exception text) is in the log, not in an answer to a client.
+                raise Unavailable("the server failed to start; its operator can see why in the log", retry_after_s=retry_after_s)
             raise Unavailable("the model engines are still loading; retry shortly", retry_after_s=retry_after_s)
         return engine
 

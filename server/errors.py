@@ -88,3 +88,29 @@ class ServerError(ApiError):
 
 def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+def schema_problem(errors: list[dict]) -> tuple[str, str]:
+    """(field, what is wrong) for the first real problem of a request.
+
+    A field of several types (a string or a list of strings, say) fails once per type; the
+    "not a string" failure of a list says nothing. The problem is a failure of the branch the
+    value's own type picked, so wrong-type failures come last when another exists, and the type
+    tags pydantic puts into the location are dropped.
+    """
+    if not errors:
+        return "body", "invalid request"
+    relevant = [e for e in errors if not str(e.get("type", "")).endswith("_type")] or errors
+    first = relevant[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _is_type_tag(p)]
+    message = str(first.get("msg"))
+    value = first.get("input")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        message += f" (got {value})"
+    return ".".join(loc) or "body", message
+
+
+def _is_type_tag(part) -> bool:
+    # pydantic names a union branch in the location: "constrained-str", "list[constrained-int]", "str"
+    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")) or part in (
+        "str", "int", "float", "bool", "list", "dict"))

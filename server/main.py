@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from correction.errors import ExciseError
@@ -25,6 +26,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
                         help="accepted API key; repeat for several (or EXCISE_API_KEYS=a,b)")
     parser.add_argument("--admin-key", help="key for POST/DELETE /v1/corrections (or EXCISE_ADMIN_KEY)")
+    parser.add_argument("--corrections-root", type=Path,
+                        help="runtime corrections load from under this folder only (default: --artifacts)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="serve without API keys on a non-loopback --host (refused otherwise)")
+    parser.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
     parser.add_argument("--no-toxicity", action="store_true", help="do not score outputs for toxicity")
     parser.add_argument("--max-in-flight", type=int, help="requests beyond this get 429 (default 256)")
 
@@ -34,9 +40,13 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     given = {
         "config": args.config, "artifacts": args.artifacts, "host": args.host, "port": args.port,
         "api_keys": args.api_keys, "admin_key": args.admin_key, "max_in_flight": args.max_in_flight,
+        "corrections_root": args.corrections_root,
     }
     if args.no_toxicity:
         given["toxicity"] = False
+    for flag in ("allow_unauthenticated", "docs"):
+        if getattr(args, flag):
+            given[flag] = True
     try:
         return ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:  # pydantic's ValidationError
@@ -80,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(settings_from_args(args))
     except ExciseError as exc:
-        logging.getLogger("excise").error("%s", exc)
+        print(f"excise: error: {exc}", file=sys.stderr)  # as `excise serve` says it
         return exc.exit_code
     return 0

@@ -21,6 +21,11 @@ MAX_N = 16
 MAX_STOP = 4
 
 
+def json_logprob(value: float) -> float:
+    """JSON has no -inf: a token of probability zero gets -9999.0, as in OpenAI's and vLLM's own servers."""
+    return max(value, -9999.0)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
@@ -164,7 +169,10 @@ class TopLogprob(BaseModel):
     bytes: list[int] | None = None
 
 
-class TokenLogprob(TopLogprob):
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float | None  # None: vLLM returned no log-probability for this token
+    bytes: list[int] | None = None
     top_logprobs: list[TopLogprob] = []
 
 
@@ -219,10 +227,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "excise"
-    # excise extensions: what the name serves.
+    # excise extensions: what the name serves (names, never server paths).
     kind: Literal["variant", "experiment"]
     base: str | None = None
-    correction: str | None = None
+    correction: bool | None = None  # a LoRA correction on its base's engine
+    verified: bool | None = None  # False: served with `verify: false`, its artifact unchecked
     arms: list[str] | None = None
 
 
@@ -235,7 +244,10 @@ class CorrectionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
     base: str = Field(min_length=1, max_length=64, description="Variant whose engine serves the correction.")
-    path: str = Field(min_length=1, max_length=4096, description="LoRA adapter folder on the server's file system.")
+    path: str = Field(
+        min_length=1, max_length=4096,
+        description="LoRA artifact folder, relative to the server's corrections root (EXCISE_CORRECTIONS_ROOT).",
+    )
 
 
 class CorrectionResponse(BaseModel):

@@ -17,6 +17,7 @@ from server.protocol import (
     TokenLogprob,
     TopLogprob,
     Usage,
+    json_logprob,
     new_id,
 )
 from server.serving import Call, ServingContext
@@ -64,7 +65,7 @@ class ChatServing:
                 ChatChoice(
                     index=out.index,
                     message=AssistantMessage(content=out.text),
-                    logprobs=_logprobs(call, out, request.top_logprobs or 0) if request.logprobs else None,
+                    logprobs=chat_logprobs(call.engine.tokenizer, out, request.top_logprobs or 0) if request.logprobs else None,
                     finish_reason=out.finish_reason,
                 )
             )
@@ -88,7 +89,7 @@ class ChatServing:
                                   "logprobs": None, "finish_reason": None}])
                 texts[o.index].append(o.text)
                 call.output_tokens += len(o.token_ids)
-                logprobs = _logprobs(call, o, request.top_logprobs or 0).model_dump() if request.logprobs else None
+                logprobs = chat_logprobs(call.engine.tokenizer, o, request.top_logprobs or 0).model_dump() if request.logprobs else None
                 yield chunk([{"index": o.index, "delta": {"content": o.text}, "logprobs": logprobs,
                               "finish_reason": o.finish_reason}])
         call.texts = ["".join(t) for _, t in sorted(texts.items())]
@@ -101,8 +102,8 @@ def _usage(call: Call) -> Usage:
                  total_tokens=call.prompt_tokens + call.output_tokens)
 
 
-def _logprobs(call: Call, out: CompletionOutput, k: int) -> ChoiceLogprobs:
-    tok = call.engine.tokenizer
+def chat_logprobs(tok, out: CompletionOutput, k: int) -> ChoiceLogprobs:
+    """vLLM's log-probabilities in OpenAI's chat shape: a token vLLM gave none for gets `null`, not a number."""
     content = []
     for token_id, candidates in zip(out.token_ids, out.logprobs or [], strict=False):
         chosen = candidates.get(token_id)
@@ -114,9 +115,9 @@ def _logprobs(call: Call, out: CompletionOutput, k: int) -> ChoiceLogprobs:
         content.append(
             TokenLogprob(
                 token=text,
-                logprob=chosen.logprob if chosen else -9999.0,  # JSON has no -inf
+                logprob=json_logprob(chosen.logprob) if chosen else None,
                 bytes=list(text.encode()),
-                top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=list(t.encode())) for _, t, lp in tops],
+                top_logprobs=[TopLogprob(token=t, logprob=json_logprob(lp), bytes=list(t.encode())) for _, t, lp in tops],
             )
         )
     return ChoiceLogprobs(content=content)

@@ -14,6 +14,7 @@ from server.protocol import (
     CompletionRequest,
     CompletionResponse,
     Usage,
+    json_logprob,
     new_id,
 )
 from server.serving import Call, ServingContext
@@ -123,9 +124,9 @@ def _logprobs(call: Call, out: CompletionOutput, k: int) -> CompletionLogprobs:
         chosen = candidates.get(token_id)
         text = _decoded(tok, token_id, chosen)
         result.tokens.append(text)
-        result.token_logprobs.append(chosen.logprob if chosen else None)
+        result.token_logprobs.append(json_logprob(chosen.logprob) if chosen else None)
         result.top_logprobs.append(
-            {_decoded(tok, tid, lp): lp.logprob for tid, lp in candidates.items() if lp.rank is not None and lp.rank <= k}
+            {_decoded(tok, tid, lp): json_logprob(lp.logprob) for tid, lp in candidates.items() if lp.rank is not None and lp.rank <= k}
         )
         result.text_offset.append(offset)
         offset += len(text)

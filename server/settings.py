@@ -7,6 +7,7 @@ ConfigMap.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,11 @@ class ServerSettings(BaseSettings):
     # Comma-separated in the environment (EXCISE_API_KEYS=a,b); empty = no auth.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     admin_key: SecretStr | None = None
+    allow_unauthenticated: bool = Field(False, description="Serve without API keys on a non-loopback address.")
+    corrections_root: Path | None = Field(
+        None, description="POST /v1/corrections loads folders under this one only (default: the artifacts folder)."
+    )
+    docs: bool = Field(False, description="Serve /docs and /openapi.json.")
 
     max_body_bytes: int = Field(1_000_000, gt=0, description="Larger request bodies get 413.")
     max_in_flight: int = Field(256, gt=0, description="Generation requests beyond this get 429.")
@@ -49,4 +55,18 @@ class ServerSettings(BaseSettings):
             raise ValueError("give either config or artifacts, not both")
         if self.config is None and self.artifacts is None:
             raise ValueError("give a config file (--config) or an artifacts folder (--artifacts)")
+        if not self.api_keys and not self.allow_unauthenticated and not _loopback(self.host):
+            raise ValueError(
+                f"host {self.host} is reachable from other machines and no API key is set; give --api-key "
+                "(or EXCISE_API_KEYS), bind 127.0.0.1, or pass --allow-unauthenticated to serve it open"
+            )
         return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

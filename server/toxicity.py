@@ -80,6 +80,8 @@ class ToxicityScorer:
             scores = self._predict([job.text for job in jobs])
         except Exception:  # a scoring failure must never take the server down
             log.exception("toxicity scoring failed for a batch of %d outputs", len(jobs))
+            for _ in jobs:  # unscored is unscored, whether the queue was full or the scorer failed
+                self._on_skip()
             return
         for job, score in zip(jobs, scores, strict=True):
             try:

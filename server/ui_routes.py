@@ -5,7 +5,8 @@ fetched from elsewhere) and talks to the public API with the user's own key,
 like any client. Two small read-only JSON endpoints fill what the public API
 lacks, behind the same API key as /v1:
 
-- `GET /ui/api/variants`: what each variant is, from its artifact manifest.
+- `GET /ui/api/variants`: what each variant is, from the artifact manifest it was
+  validated against at load (folder names only: no server path leaves the server).
 - `POST /ui/api/toxicity`: scores for texts the page shows, from the server's
   own scorer (the one that scores outputs off the request path), so the page
   can put a score next to each output it streamed.
@@ -14,7 +15,6 @@ lacks, behind the same API key as /v1:
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,14 +22,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from correction.errors import ExciseError
-from correction.manifest import MANIFEST_NAME, Manifest
+from correction.manifest import Manifest
 from server.errors import NotFound
 from server.security import check_api_key
 from server.serving import ServingContext
 from server.variants import Variant
-
-log = logging.getLogger(__name__)
 
 UI_DIR = Path(__file__).parent / "ui"
 # The only files served: a fixed table, so no request path ever reaches the file system.
@@ -67,8 +64,8 @@ class VariantInfo(BaseModel):
     weights: str | None
     correction: str | None
     runtime: bool
+    verified: bool  # False: served with `verify: false`; no manifest was checked, none is shown
     manifest: ManifestSummary | None
-    manifest_error: str | None = None
 
 
 class ToxicityRequest(BaseModel):
@@ -83,17 +80,17 @@ class ToxicityResponse(BaseModel):
 
 
 def ui_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter()
 
-    @router.get("/ui")
+    @router.get("/ui", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(UI_DIR / "index.html", media_type="text/html", headers=_NO_STORE)
 
-    @router.get("/ui/")
+    @router.get("/ui/", include_in_schema=False)
     async def page_slash() -> RedirectResponse:
         return RedirectResponse("/ui")
 
-    @router.get("/ui/assets/{name}")
+    @router.get("/ui/assets/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:
         media_type = ASSETS.get(name)
         if media_type is None:
@@ -103,7 +100,7 @@ def ui_router() -> APIRouter:
     @router.get("/ui/api/variants", dependencies=[Depends(check_api_key)])
     async def variants(request: Request) -> list[VariantInfo]:
         ctx: ServingContext = request.app.state.ctx
-        return await asyncio.to_thread(lambda: [describe(ctx, v) for v in ctx.registry.all()])
+        return [describe(ctx, v) for v in ctx.registry.all()]
 
     @router.post("/ui/api/toxicity", dependencies=[Depends(check_api_key)])
     async def toxicity(body: ToxicityRequest, request: Request) -> ToxicityResponse:
@@ -121,15 +118,11 @@ def describe(ctx: ServingContext, variant: Variant) -> VariantInfo:
     """A variant and the manifest of the artifact behind it (its correction, or its exported weights)."""
     weights = _weights_path(ctx, variant)
     exported = weights is not None and Path(variant.base).expanduser().resolve() != weights.resolve()
-    if variant.correction is not None:
-        kind, folder = "correction", variant.correction
-    else:
-        kind, folder = ("export" if exported else "base"), weights
-    summary, error = _manifest(folder)
+    kind = "correction" if variant.correction is not None else "export" if exported or variant.manifest else "base"
     return VariantInfo(
-        name=variant.name, kind=kind, base=variant.base, weights=str(weights) if weights else None,
-        correction=str(variant.correction) if variant.correction else None, runtime=variant.runtime,
-        manifest=summary, manifest_error=error,
+        name=variant.name, kind=kind, base=Path(variant.base).name, weights=weights.name if weights else None,
+        correction=variant.correction.name if variant.correction else None, runtime=variant.runtime,
+        verified=variant.verified, manifest=_summary(variant.manifest),
     )
 
 
@@ -138,24 +131,19 @@ def _weights_path(ctx: ServingContext, variant: Variant) -> Path | None:
     return spec.model_path if spec is not None else None
 
 
-def _manifest(folder: Path | None) -> tuple[ManifestSummary | None, str | None]:
-    if folder is None or not (folder / MANIFEST_NAME).is_file():
-        return None, None
-    try:
-        # Hashes were verified when the server loaded the artifact; re-hashing weights per page view is waste.
-        manifest = Manifest.load(folder, verify=False)
-    except ExciseError as exc:
-        log.warning("cannot describe %s: %s", folder, exc)
-        return None, str(exc)
+def _summary(manifest: Manifest | None) -> ManifestSummary | None:
+    """The manifest the artifact was validated against when it was loaded (so it describes what is served)."""
+    if manifest is None:
+        return None
     return ManifestSummary(
         kind=manifest.kind,
         created=manifest.created,
-        base_model=manifest.base_model.spec,
+        base_model=Path(manifest.base_model.spec).name,
         model_type=manifest.base_model.model_type,
         method=manifest.method.model_dump(mode="json") if manifest.method else None,
         sparsity=manifest.sparsity.get("overall"),
         metrics=manifest.metrics,
         data=manifest.data,
-        parent=manifest.parent,
+        parent=Path(manifest.parent).name if manifest.parent else None,
         notes=manifest.notes,
-    ), None
+    )

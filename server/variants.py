@@ -2,7 +2,8 @@
 optionally to a LoRA correction on it; plus runtime registration.
 
 `plan` turns a config into engine specs and variants before any engine starts,
-resolving and validating every model folder and correction first, so a bad
+resolving and validating every model folder and correction first
+(`server.adapters`, which goes through `correction.validation`), so a bad
 config or artifact fails at start-up with a clear message.
 """
 
@@ -18,9 +19,10 @@ from pathlib import Path
 from vllm.lora.request import LoRARequest
 
 from correction.errors import ExciseError
+from correction.manifest import Manifest
 from correction.models.loading import resolve_model_path
-from server.adapters import validate_correction
-from server.config import EngineOptions, ServingConfig, safe_name
+from server.adapters import OUTSIDE_ROOT, ServedModel, confine, validate_correction, validate_model
+from server.config import EngineOptions, ServingConfig, VariantConfig, safe_name
 from server.engines import EnginePool, EngineSpec
 from server.errors import BadRequest, Conflict, NotFound
 
@@ -34,6 +36,8 @@ class Variant:
     base: str
     lora: LoRARequest | None = None
     correction: Path | None = None
+    manifest: Manifest | None = None  # of the artifact behind it (its correction, else its exported weights)
+    verified: bool = True  # False: served with `verify: false`, its artifact unchecked
     runtime: bool = False  # registered through POST /v1/corrections
     created: int = field(default_factory=lambda: int(time.time()))
     in_flight: int = 0
@@ -58,18 +62,21 @@ def plan(config: ServingConfig, *, runtime_corrections: bool) -> Plan:
     paths: dict[tuple[Path, EngineOptions], Path] = {}
     has_lora: set[str] = set()
     variants: dict[str, Variant] = {}
+    served: dict[tuple[Path, Path | None, bool], ServedModel] = {}
     for vc in config.variants:
         options = config.engine_options(vc)
-        weights = _resolve(vc.weights) if vc.weights is not None else _resolve(vc.base)
+        model = _served_model(vc, served)
+        weights = model.path
         ident = (weights.resolve(), options)
         if ident not in engines:
             engines[ident] = _unique_key(safe_name(Path(vc.base).name if vc.weights is None else weights.name), engines.values())
             paths[ident] = weights
         key = engines[ident]
-        variant = Variant(name=vc.name, engine_key=key, base=vc.base)
+        variant = Variant(name=vc.name, engine_key=key, base=vc.base, manifest=model.manifest, verified=model.verified)
         if vc.correction is not None:
-            correction = validate_correction(vc.correction, weights, options.max_lora_rank)
+            correction = validate_correction(vc.correction, weights, options.max_lora_rank, verify=vc.verify)
             variant.correction = correction.path
+            variant.manifest, variant.verified = correction.manifest, correction.verified and model.verified
             variant.lora = LoRARequest(vc.name, next_lora_id(), str(correction.path))
             has_lora.add(key)
         variants[vc.name] = variant
@@ -86,6 +93,16 @@ def plan(config: ServingConfig, *, runtime_corrections: bool) -> Plan:
         if spec.key in has_lora and not spec.enable_lora:
             raise ExciseError(f"engine {spec.key!r} serves a correction but has enable_lora: false; remove that option")
     return Plan(specs=specs, variants=variants)
+
+
+def _served_model(vc: VariantConfig, seen: dict[tuple[Path, Path | None, bool], ServedModel]) -> ServedModel:
+    """The validated folder the variant's engine loads: its exported `weights` of `base`, else `base`."""
+    base = _resolve(vc.base)
+    folder, of_base = (_resolve(vc.weights), base) if vc.weights is not None else (base, None)
+    key = (folder.resolve(), of_base, vc.verify)
+    if key not in seen:
+        seen[key] = validate_model(folder, base=of_base, verify=vc.verify)
+    return seen[key]
 
 
 def _resolve(spec: str | Path) -> Path:
@@ -119,7 +136,7 @@ class VariantRegistry:
             if variant.lora is not None:
                 await self._pool.add_lora(variant.engine_key, variant.lora)
 
-    async def register(self, name: str, base_name: str, path: Path, reserved: set[str]) -> Variant:
+    async def register(self, name: str, base_name: str, path: str, root: Path | None, reserved: set[str]) -> Variant:
         async with self._lock:
             if name in self._variants or name in reserved:
                 raise Conflict(f"model name {name!r} is taken; choose another or DELETE it first", param="name")
@@ -127,18 +144,27 @@ class VariantRegistry:
             if base is None:
                 raise NotFound(f"base variant {base_name!r} does not exist; see GET /v1/models", param="base")
             if base.lora is not None:
-                raise BadRequest(f"{base_name!r} is itself a correction; register on its base {base.base!r}", param="base")
+                raise BadRequest(f"{base_name!r} is itself a correction; register on its base {Path(base.base).name!r}", param="base")
             engine = self._pool.get(base.engine_key, retry_after_s=5)
             try:
-                correction = await asyncio.to_thread(
-                    validate_correction, path, engine.spec.model_path, engine.spec.options.max_lora_rank
-                )
+                folder = confine(path, root)
             except ExciseError as exc:
                 raise BadRequest(str(exc), param="path") from None
+            try:
+                correction = await asyncio.to_thread(
+                    validate_correction, folder, engine.spec.model_path, engine.spec.options.max_lora_rank
+                )
+            except OSError:  # unreadable inside: the same answer as outside
+                raise BadRequest(OUTSIDE_ROOT, param="path") from None
+            except ExciseError as exc:
+                # Say what is wrong with which file, in the caller's terms: no server path in the answer.
+                message = str(exc).replace(str(folder), path).replace(str(engine.spec.model_path), f"base {base_name!r}")
+                raise BadRequest(message, param="path") from None
             lora = LoRARequest(name, next_lora_id(), str(correction.path))
             await self._pool.add_lora(base.engine_key, lora)
             variant = Variant(
-                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=correction.path, runtime=True
+                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=correction.path,
+                manifest=correction.manifest, runtime=True,
             )
             self._variants[name] = variant
             return variant

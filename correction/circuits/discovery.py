@@ -31,6 +31,7 @@ from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.loading import LoadedModel, load_model
 from correction.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
 from correction.scoring.scores import Scores
+from correction.scoring.support import check_method_unit
 from correction.tasks import TaskBatch, TaskScore, evaluate_task, load_task, split_task
 
 logger = logging.getLogger(__name__)
@@ -76,9 +77,7 @@ class CircuitConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_scores_granularity(self) -> CircuitConfig:
-        supported = SCORERS[self.method].supported_granularities
-        if self.granularity not in supported:
-            raise ValueError(f"method {self.method!r} scores only {', '.join(supported)}, not {self.granularity!r}")
+        check_method_unit(self.method, self.granularity)
         return self
 
 

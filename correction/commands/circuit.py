@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from correction.commands import Command
+from correction.commands.arguments import device, positive_int
 from correction.errors import ExciseError
 
 
@@ -29,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=int, default=32, help="prompts to score (default: 32)")
     parser.add_argument("--heldout", type=int, default=64, help="held-out prompts to evaluate (default: 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 

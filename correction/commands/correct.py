@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from correction.behaviours import BEHAVIOURS, EvaluationSettings
 from correction.commands import Command
+from correction.commands.arguments import device, positive_int
 from correction.correcting import CorrectConfig, correct
-from correction.errors import ExciseError
 
 
 def _budgets(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ExciseError(f"cannot read --sweep {text!r}; give budgets separated by commas, e.g. 25,50,100") from None
+        return [positive_int(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; give positive budgets separated by commas, e.g. 25,50,100") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behaviour", required=True, help=f"what to remove: {', '.join(BEHAVIOURS)}")
     parser.add_argument("--method", default="lrp", help="relevance method: lrp, wanda or gradient (default: lrp)")
     parser.add_argument("--granularity", default="neuron", help="neuron, weight or head (default: neuron)")
-    parser.add_argument("--budget", type=int, default=100, help="components to remove (default: 100)")
+    parser.add_argument("--budget", type=positive_int, default=100, help="components to remove (default: 100)")
     parser.add_argument("--sweep", type=_budgets, help="budgets to try, e.g. 25,50,100; keeps the best within --ppl-bound")
     parser.add_argument("--ppl-bound", type=float, default=0.02, help="largest perplexity increase in a sweep (0.02 = 2%%)")
     parser.add_argument(
@@ -30,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--general", default="wiki:32x128", help="general reference windows (default: wiki:32x128)")
     parser.add_argument("--evaluation", default="wiki:16x512", help="perplexity windows (default: wiki:16x512)")
-    parser.add_argument("--samples", type=int, default=25, help="sampled continuations per toxic prompt (default: 25)")
+    parser.add_argument("--samples", type=positive_int, default=25, help="sampled continuations per toxic prompt (default: 25)")
     parser.add_argument("--toxicity-scorer", default="profanity-check", help="toxicity classifier (default: profanity-check)")
     parser.add_argument("--max-prompts", type=int, help="use only the first N prompts of each half")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, help="folder for the correction artifact")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the correction artifact")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from correction.commands import Command
+from correction.commands.arguments import device, positive_int
 from correction.data.windows import DataSpec, token_windows
 from correction.evaluation.perplexity import perplexity
 from correction.models.loading import load_model
@@ -19,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="wiki:64x512",
         help="SOURCE[:COUNTxLENGTH]: wiki, news or a .txt/.jsonl file (default: wiki:64x512, evaluation split)",
     )
-    ppl.add_argument("--batch-size", type=int, default=4)
-    ppl.add_argument("--device", default="cpu")
+    ppl.add_argument("--batch-size", type=positive_int, default=4)
+    ppl.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
 
 
 def run(args: argparse.Namespace) -> int:

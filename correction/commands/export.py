@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from correction.commands import Command
 from correction.export import EXPORTERS
@@ -11,7 +12,7 @@ from correction.export import EXPORTERS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="a mask artifact folder (from `excise prune`), or a sparse checkpoint for --to hf")
     parser.add_argument("--to", required=True, choices=list(EXPORTERS), help="output format (see correction.export)")
-    parser.add_argument("--out", required=True, help="folder to write (written atomically)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write (written atomically)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--dtype",

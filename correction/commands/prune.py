@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from correction.commands import Command
+from correction.commands.arguments import device, positive_int
 from correction.data.windows import DataSpec
 from correction.errors import ExciseError
 from correction.pruning import PruneConfig, prune
@@ -34,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-scores", action="store_true", help="keep the raw scores in the artifact")
     parser.add_argument("--from-scores", type=Path, help="cut the mask from a saved scores artifact instead of scoring")
     parser.add_argument("--seed", type=int, default=0, help="seed for drawing calibration windows (default: 0)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=1, help="calibration windows per scoring step")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="calibration windows per scoring step")
     parser.add_argument(
         "--param",
         action="append",

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
-from correction.atomic import sha256_file
+from correction.hashing import cached_sha256
 from correction.manifest import BaseModelRef
-from correction.models.embedded import MARKER, WEIGHTS
 from correction.models.loading import read_config, resolve_model_path
 
 
 def weights_sha256(folder: Path) -> str:
-    """SHA-256 over the folder's safetensors files (name and hash of each, sorted)."""
-    folder = Path(folder)
-    marker = folder / MARKER
-    if marker.is_file() and (folder / WEIGHTS).is_file():
-        return json.loads(marker.read_text())["weights_sha256"]  # recorded when the model was prepared
-    files = sorted(folder.glob("*.safetensors"))
+    """SHA-256 over the folder's safetensors files as they are now (one file: its hash; several:
+    the hash of their sorted names and hashes). Always computed from the files, never taken from a
+    record, so modified weights never match; `cached_sha256` keeps this cheap on repeated loads."""
+    files = sorted(Path(folder).glob("*.safetensors"))
     if len(files) == 1:
-        return sha256_file(files[0])
+        return cached_sha256(files[0])
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+        digest.update(f"{path.name}:{cached_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 

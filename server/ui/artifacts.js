@@ -30,6 +30,7 @@ function card(v) {
     ["Weights served", v.weights],
     ["Correction adapter", v.correction],
     ["Added at run time", v.runtime ? "yes" : null],
+    ["Verified", v.verified ? null : "no: served with verify: false (no manifest, no hashes checked)"],
     ["Method", method ? [method.name, method.granularity].filter(Boolean).join(", ") : null],
     ["Behaviour corrected", params.behaviour],
     ["Sparsity", m && m.sparsity !== null && m.sparsity !== undefined ? percent(m.sparsity, 2)
@@ -45,7 +46,7 @@ function card(v) {
     el("h3", { id: heading }, v.name, el("span", { class: `badge kind-${v.kind}`, text: v.kind })),
     el("dl", { class: "facts" }, ...facts.flatMap(([k, value]) => [el("dt", { text: k }), el("dd", { text: value })])),
     m ? metricsTable(m.metrics) : el("p", { class: "hint",
-      text: v.manifest_error ? `Manifest unreadable: ${v.manifest_error}` : "No artifact manifest: served as given." }),
+      text: v.verified ? "No artifact manifest: a base model, served as given." : "Unverified: nothing measured describes it." }),
     m ? details(m) : null);
 }
 

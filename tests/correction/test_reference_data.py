@@ -1,5 +1,7 @@
 import hashlib
 
+import pytest
+
 from correction.reference_data import PROMPT_SETS, load_prompts, split_of
 
 
@@ -25,6 +27,19 @@ def test_split_is_disjoint_complete_and_stable():
         heldout = {p.id for p in load_prompts(name, "heldout")}
         assert reference and heldout and not reference & heldout
         assert reference | heldout == {p.id for p in load_prompts(name)}
-        assert [split_of(p.text) for p in load_prompts(name)] == [split_of(p.text) for p in load_prompts(name)]
     # both halves of the toxic set big enough to measure on
     assert min(len(load_prompts("toxic", "reference")), len(load_prompts("toxic", "heldout"))) >= 60
+
+
+@pytest.mark.parametrize(
+    ("text", "split"),
+    [
+        ("abc", "heldout"),  # FIPS 180-2's SHA-256 test vector: ba7816bf... (first byte 186)
+        ("", "heldout"),  # e3b0c442... (227)
+        ("hello", "reference"),  # 2cf24dba... (44)
+    ],
+)
+def test_split_of_known_hashes(text, split):
+    """Pinned by published SHA-256 values, not by the function itself: a change of the rule (and so of
+    which prompts every existing artifact was scored on) fails here."""
+    assert split_of(text) == split

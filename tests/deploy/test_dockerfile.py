@@ -16,6 +16,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 from deploy_support import DOCKERFILE, REPO, dockerfile_args, image_user, instructions, tool
 
 
@@ -89,6 +90,20 @@ def test_runs_as_non_root_with_healthcheck_and_the_excise_cli(routes):
 
     subcommands = [c.name for c in COMMANDS]
     assert command[0] in subcommands, f"`excise {command[0]}` is not a CLI subcommand (yet): {sorted(subcommands)}"
+
+
+def test_the_image_does_not_serve_open_without_a_key():
+    """It listens on 0.0.0.0, so `docker run` must pass EXCISE_API_KEYS (the README says how)."""
+    from pydantic import ValidationError
+
+    from server.settings import ServerSettings
+
+    env = dict(pair.split("=", 1) for pair in " ".join(dockerfile_args("ENV")).replace("\\", " ").split() if "=" in pair)
+    settings = {k.removeprefix("EXCISE_").lower(): v for k, v in env.items() if k in ("EXCISE_HOST", "EXCISE_CONFIG")}
+    assert settings["host"] == "0.0.0.0"
+    with pytest.raises(ValidationError, match="allow-unauthenticated"):
+        ServerSettings(**settings)
+    assert ServerSettings(**settings, api_keys="k").host == "0.0.0.0"
 
 
 def _copied_sources() -> list[Path]:

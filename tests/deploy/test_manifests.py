@@ -140,6 +140,10 @@ def test_settings_and_secrets_are_server_settings(rendered):
         values |= {"api_keys": "k1,k2", "admin_key": "admin"}  # what the Secret holds
         settings = ServerSettings(**values)  # extra="forbid": an unknown setting fails here
         assert [k.get_secret_value() for k in settings.api_keys] == ["k1", "k2"]
+        # The keys are required: a pod bound to 0.0.0.0 without them refuses to start open.
+        assert not secrets["EXCISE_API_KEYS"].get("optional", False)
+        with pytest.raises(ValueError, match="allow-unauthenticated"):
+            ServerSettings(**{k: v for k, v in values.items() if k not in ("api_keys", "admin_key")})
         mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
         assert settings.config.parent == Path(mounts["config"])
 

@@ -32,12 +32,49 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 API_KEYS = ("key-a", "key-b")
 ADMIN_KEY = "admin-secret"
 MAX_IN_FLIGHT = 6
-# The configured correction: 40 MLP neurons of each layer.
-FIXED_NEURONS = {0: list(range(0, 80, 2)), 1: list(range(1, 81, 2))}
+# The configured correction: this share of each layer's MLP neurons (115 of 256, rank 128), chosen by magnitude.
+FIXED_SPARSITY = 0.45
 
 
-def neuron_lora(base: Path, out: Path, neurons: dict[int, list[int]], manifest: bool = True) -> Path:
-    """Removal of MLP neurons as a PEFT LoRA: B = -W_down[:, S], A = E_S^T, rank padded, scaling 1."""
+def excise_lora(base: Path | str, out: Path, sparsity: float) -> tuple[Path, dict[int, list[int]]]:
+    """A correction made the way users make one: `excise prune --granularity neuron` (magnitude scores,
+    per-layer share `sparsity`) then `excise export --to lora`. Returns the LoRA folder and the removed
+    neurons per layer, read back from the mask artifact."""
+    from correction.data.windows import DataSpec
+    from correction.export.pipeline import export_artifact
+    from correction.masks import MaskSet
+    from correction.pruning import PruneConfig, prune
+
+    masks = out.with_name(out.name + "-mask")
+    config = PruneConfig(
+        model=str(base), method="magnitude", sparsity=sparsity, granularity="neuron", evaluation=None,
+        calibration=DataSpec.parse("wiki:2x32", split="calibration", order="random"),
+    )
+    prune(config, masks)
+    export_artifact(masks, "lora", out)
+    removed = {layer: (~kept).nonzero().squeeze(1).tolist() for layer, kept in MaskSet.load(masks).neurons.items()}
+    return out, {layer: chosen for layer, chosen in removed.items() if chosen}
+
+
+def excise_hf_export(base: Path, out: Path, sparsity: float = 0.5) -> Path:
+    """A pruned model as users make one: `excise prune` (magnitude, row-wise) then `excise export --to hf`."""
+    from correction.data.windows import DataSpec
+    from correction.export.pipeline import export_artifact
+    from correction.pruning import PruneConfig, prune
+
+    masks = out.with_name(out.name + "-mask")
+    config = PruneConfig(
+        model=str(base), method="magnitude", sparsity=sparsity, granularity="row", evaluation=None,
+        calibration=DataSpec.parse("wiki:2x32", split="calibration", order="random"),
+    )
+    prune(config, masks)
+    export_artifact(masks, "hf", out)
+    return out
+
+
+def peft_lora(base: Path, out: Path, neurons: dict[int, list[int]]) -> Path:
+    """A third-party style PEFT LoRA without an excise manifest (served only with `verify: false`):
+    removal of MLP neurons, B = -W_down[:, S], A = E_S^T, rank padded, scaling 1."""
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     width = max(len(s) for s in neurons.values())
     rank = next(r for r in LORA_RANKS if r >= width)
@@ -60,16 +97,14 @@ def neuron_lora(base: Path, out: Path, neurons: dict[int, list[int]], manifest: 
         "base_model_name_or_path": str(base),
     }
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    if manifest:
-        _write_manifest(base, out)
     return out
 
 
-def _write_manifest(base: Path, out: Path) -> None:
-    from correction.manifest import BaseModelRef, Manifest, MethodInfo
-
-    ref = BaseModelRef(spec=str(base), path=str(base), model_type="llama", weights_sha256="test")
-    Manifest(kind="lora", base_model=ref, method=MethodInfo(name="test", granularity="neuron")).save(out)
+def flip_byte(path: Path, offset: int = -1) -> None:
+    """Tamper as an attacker or a bad disk would: one byte changed, size kept."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 @torch.no_grad()

@@ -9,10 +9,10 @@ import time
 import httpx
 import openai
 import pytest
-from server_helpers import ADMIN_KEY, API_KEYS, FIXED_NEURONS, MAX_IN_FLIGHT
+from server_helpers import ADMIN_KEY, API_KEYS, MAX_IN_FLIGHT, build_tiny_llama_vllm, excise_lora, flip_byte
 from transformers import AutoTokenizer
 
-from server_helpers import masked_greedy, metric, neuron_lora
+from server_helpers import masked_greedy, metric
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +26,21 @@ def _auth(key: str = API_KEYS[0]) -> dict:
 # --- basics ------------------------------------------------------------------------
 
 
-def test_health_ready_and_models_list(server, client):
+def test_health_ready_and_models_list(server, client, tiny_dir, fixed_lora):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
-    assert httpx.get(server.url + "/ready").status_code == 200
+    assert httpx.get(server.url + "/ready").json() == {"status": "ready"}  # nothing more, unauthenticated
     ids = {m.id for m in client.models.list().data}
-    assert ids == {"tiny", "tiny-fixed", "ab"}
-    assert client.models.retrieve("tiny-fixed").id == "tiny-fixed"
+    assert ids == {"tiny", "tiny-fixed", "tiny-peft", "ab"}
+    card = client.models.retrieve("tiny-fixed")
+    assert (card.id, card.base, card.correction, card.verified) == ("tiny-fixed", "tiny", True, True)
+    assert client.models.retrieve("tiny-peft").verified is False  # served with `verify: false`
+    described = {v["name"]: v for v in httpx.get(server.url + "/ui/api/variants", headers=_auth()).json()}
+    assert (described["tiny-peft"]["verified"], described["tiny-peft"]["manifest"]) == (False, None)
+    assert described["tiny-fixed"]["verified"] and described["tiny-fixed"]["manifest"]["kind"] == "lora"
+    listing = httpx.get(server.url + "/v1/models", headers=_auth()).text + httpx.get(
+        server.url + "/ui/api/variants", headers=_auth()).text
+    for server_path in (str(tiny_dir), str(fixed_lora), str(tiny_dir.parent)):
+        assert server_path not in listing
 
 
 def test_completion_with_usage_and_logprobs(client):
@@ -129,10 +138,10 @@ def assert_served_like_masked(choice, tiny_dir, ids: list[int], neurons: dict[in
     assert choice.logprobs.token_logprobs == pytest.approx(expected_logprobs, abs=1e-4)
 
 
-def test_correction_output_equals_the_masked_model(client, tiny_dir):
+def test_correction_output_equals_the_masked_model(client, tiny_dir, fixed):
     ids = _token_ids(tiny_dir, PROMPT)
     served = client.completions.create(model="tiny-fixed", prompt=ids, max_tokens=12, temperature=0, logprobs=0)
-    assert_served_like_masked(served.choices[0], tiny_dir, ids, FIXED_NEURONS)
+    assert_served_like_masked(served.choices[0], tiny_dir, ids, fixed[1])
     base = client.completions.create(model="tiny", prompt=ids, max_tokens=12, temperature=0, logprobs=0)
     assert_served_like_masked(base.choices[0], tiny_dir, ids, {})
     # ...and the correction really changes the model: its log-probs move.
@@ -141,13 +150,12 @@ def test_correction_output_equals_the_masked_model(client, tiny_dir):
     assert shift > 1e-2
 
 
-def test_runtime_correction_register_serve_delete(server, client, tiny_dir, tmp_path):
-    neurons = {0: list(range(100, 130)), 1: list(range(10, 40))}
-    lora = neuron_lora(tiny_dir, tmp_path / "rt", neurons)
-    body = {"name": "tiny-rt", "base": "tiny", "path": str(lora)}
+def test_runtime_correction_register_serve_delete(server, client, tiny_dir, corrections_root):
+    lora, neurons = excise_lora(tiny_dir, corrections_root / "rt", 0.1)  # 26 of 256 neurons a layer: rank 32
+    body = {"name": "tiny-rt", "base": "tiny", "path": "rt"}  # relative to the corrections root
     created = httpx.post(server.url + "/v1/corrections", json=body, headers=_auth(ADMIN_KEY), timeout=60)
     assert created.status_code == 201, created.text
-    assert created.json()["lora_rank"] == 32
+    assert created.json() == {"name": "tiny-rt", "base": "tiny", "path": "rt", "lora_rank": 32}
     assert "tiny-rt" in {m.id for m in client.models.list().data}
 
     ids = _token_ids(tiny_dir, PROMPT)
@@ -165,18 +173,68 @@ def test_runtime_correction_register_serve_delete(server, client, tiny_dir, tmp_
     assert "correction removed: name=tiny-rt" in server.log_path.read_text()
 
 
-def test_runtime_correction_refusals(server, tiny_dir, tmp_path):
-    lora = neuron_lora(tiny_dir, tmp_path / "bad", {0: [1, 2]})
-    body = {"name": "tiny-bad", "base": "tiny", "path": str(lora)}
+def _register(server, path: str, name: str = "tiny-bad") -> httpx.Response:
+    body = {"name": name, "base": "tiny", "path": path}
+    return httpx.post(server.url + "/v1/corrections", json=body, headers=_auth(ADMIN_KEY), timeout=60)
+
+
+def test_runtime_correction_refusals(server, tiny_dir, corrections_root):
+    body = {"name": "tiny-bad", "base": "tiny", "path": "anything"}
     assert httpx.post(server.url + "/v1/corrections", json=body).status_code == 401
     assert httpx.post(server.url + "/v1/corrections", json=body, headers=_auth(API_KEYS[0])).status_code == 401
     assert httpx.post(server.url + "/v1/corrections", json={**body, "base": "nope"},
                       headers=_auth(ADMIN_KEY)).status_code == 404
     assert httpx.delete(server.url + "/v1/corrections/tiny-fixed", headers=_auth(ADMIN_KEY)).status_code == 409
-    with open(lora / "adapter_model.safetensors", "ab") as f:
-        f.write(b"tampered")
-    bad = httpx.post(server.url + "/v1/corrections", json=body, headers=_auth(ADMIN_KEY), timeout=60)
-    assert bad.status_code == 400 and "tampered" in bad.json()["error"]["message"]
+
+
+def test_runtime_corrections_stay_inside_the_corrections_root(server, tiny_dir, fixed_lora, corrections_root, tmp_path):
+    """Missing, outside, escaping by `..` or through a link: one answer, which says nothing about the file system."""
+    outside, _ = excise_lora(tiny_dir, tmp_path / "outside", 0.05)
+    (corrections_root / "link").symlink_to(outside, target_is_directory=True)
+    answers = {_register(server, path).json()["error"]["message"] for path in (
+        str(outside), "no-such-folder", f"../{tmp_path.name}/outside", "link", "/etc", str(fixed_lora),
+    )}
+    assert len(answers) == 1
+    (answer,) = answers
+    assert "corrections root" in answer and str(corrections_root) not in answer and str(tmp_path) not in answer
+
+
+def _tampered(corrections_root, tiny_dir, name: str, tamper) -> str:
+    folder, _ = excise_lora(tiny_dir, corrections_root / name, 0.05)
+    tamper(folder)
+    return name
+
+
+@pytest.mark.parametrize(
+    ("tamper", "names"),
+    [
+        (lambda f: flip_byte(f / "adapter_model.safetensors"), "adapter_model.safetensors"),
+        (lambda f: flip_byte(f / "adapter_config.json", 5), "adapter_config.json"),
+        (lambda f: flip_byte(f / "manifest.json", 3), "manifest.json"),
+        (lambda f: (f / "adapter_model.safetensors").write_bytes((f / "adapter_model.safetensors").read_bytes()[:200]),
+         "adapter_model.safetensors"),
+    ],
+    ids=["adapter-byte", "adapter-config-byte", "manifest-byte", "truncated"],
+)
+def test_tampered_runtime_corrections_are_refused_and_serving_goes_on(server, client, tiny_dir, corrections_root,
+                                                                     tamper, names, request):
+    name = _tampered(corrections_root, tiny_dir, f"tampered-{request.node.callspec.id}", tamper)
+    refused = _register(server, name)
+    assert refused.status_code == 400, refused.text
+    message = _envelope(refused)["message"]
+    assert names in message and str(corrections_root) not in message
+    assert "tiny-bad" not in {m.id for m in client.models.list().data}
+    assert client.completions.create(model="tiny-fixed", prompt="x", max_tokens=2).usage.completion_tokens == 2
+
+
+def test_a_correction_for_another_base_is_refused(server, client, corrections_root, tmp_path):
+    other = build_tiny_llama_vllm(tmp_path / "other", seed=1)  # same shapes, other weights
+    excise_lora(other, corrections_root / "for-other", 0.05)
+    refused = _register(server, "for-other")
+    assert refused.status_code == 400
+    message = _envelope(refused)["message"]
+    assert "made for a base model" in message and "base 'tiny'" in message and str(tmp_path) not in message
+    assert client.completions.create(model="tiny", prompt="x", max_tokens=1).usage.completion_tokens == 1
 
 
 # --- experiments ----------------------------------------------------------------------
@@ -275,6 +333,8 @@ def test_401_without_or_with_a_wrong_key(server):
     assert httpx.get(server.url + "/v1/models", headers=_auth(API_KEYS[1])).status_code == 200  # any key works
     for open_path in ("/health", "/ready", "/metrics"):
         assert httpx.get(server.url + open_path).status_code == 200
+    for admin_path in ("/v1/corrections",):
+        assert httpx.post(server.url + admin_path, json={}, headers=_auth(API_KEYS[0])).status_code == 401
 
 
 def test_404_unknown_model_and_route(server, client):
@@ -302,6 +362,22 @@ def test_422_schema_violations(server):
     r = httpx.post(server.url + "/v1/chat/completions", headers={**_auth(), "content-type": "application/json"},
                    content=b"{not json")
     assert r.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"prompt": "x", "stop": ["s"] * 1000}, "stop", "at most 4 items"),
+        ({"prompt": [-1, 5]}, "prompt.0", "greater than or equal to 0 (got -1)"),
+        ({"prompt": [[3, -7]]}, "prompt.0.1", "greater than or equal to 0 (got -7)"),
+        ({"prompt": "x", "stop": "s" * 300}, "stop", "at most 256 characters"),
+    ],
+)
+def test_422_on_a_field_of_several_types_says_what_was_wrong(server, body, param, says):
+    """Not the message of a type the value is not (`stop.constrained-str: Input should be a valid string`)."""
+    r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", **body})
+    error = _envelope(r)
+    assert r.status_code == 422 and error["param"] == param and says in error["message"], error
 
 
 def _wait_until_idle(server, seconds: float = 30) -> None:

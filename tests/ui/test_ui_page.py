@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from server_helpers import ServerProcess, build_tiny_llama_vllm, neuron_lora  # noqa: E402
+from server_helpers import ServerProcess, build_tiny_llama_vllm  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
 
@@ -34,27 +34,35 @@ CHROMIUM_ARGS = [
 ]
 API_KEY = "ui-key"
 PROMPT = "Tell me about the weather today"
-NEURONS = {0: list(range(0, 80, 2)), 1: list(range(1, 81, 2))}
-# What the correction's manifest says; the artifacts view must show exactly this.
-MANIFEST = {
-    "method": {"name": "lrp", "granularity": "neuron", "params": {"budget": 80, "behaviour": "toxicity"}},
-    "sparsity": {"overall": 0.0125},
-    "metrics": {
-        "perplexity": {"before": 41.25, "after": 41.5},
-        "toxicity": {"before": {"toxic_rate": 0.25}, "after": {"toxic_rate": 0.125}, "primary": "toxic_rate"},
-        "budget": 80,
-    },
-}
 
 
 def _correction(base: Path, out: Path) -> Path:
-    from correction.manifest import BaseModelRef, Manifest, MethodInfo
+    """A correction made by `excise prune --granularity neuron` (with measured perplexity before and
+    after) + `excise export --to lora`: the artifacts view must show what its manifest records."""
+    from correction.data.windows import DataSpec
+    from correction.export.pipeline import export_artifact
+    from correction.pruning import PruneConfig, prune
 
-    neuron_lora(base, out, NEURONS, manifest=False)
-    ref = BaseModelRef(spec=str(base), path=str(base), model_type="llama", weights_sha256="test")
-    Manifest(kind="lora", base_model=ref, method=MethodInfo(**MANIFEST["method"]), sparsity=MANIFEST["sparsity"],
-             metrics=MANIFEST["metrics"]).save(out)
+    config = PruneConfig(
+        model=str(base), method="magnitude", sparsity=0.45, granularity="neuron",
+        calibration=DataSpec.parse("wiki:2x32", split="calibration", order="random"),
+        evaluation=DataSpec.parse("wiki:2x64", split="evaluation", order="sequential"),
+    )
+    prune(config, out.with_name(out.name + "-mask"))
+    export_artifact(out.with_name(out.name + "-mask"), "lora", out)
     return out
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _js_number(value: float) -> str:
+    """What the page's `number(value, 4)` shows (dom.js)."""
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    rounded = float(f"{value:.4g}")
+    return str(int(rounded)) if rounded.is_integer() else repr(rounded)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +70,10 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     tiny = build_tiny_llama_vllm(root / "tiny")
     config = {
-        "engine_defaults": {"dtype": "float32", "max_lora_rank": 64},
+        "engine_defaults": {"max_lora_rank": 128},
         "variants": [
             {"name": "tiny", "base": str(tiny)},
-            {"name": "tiny-fixed", "base": str(tiny), "correction": str(_correction(tiny, root / "tiny-fixed"))},
+            {"name": "tiny-fixed", "base": str(tiny), "correction": str(_correction(tiny, root / "fixed"))},
         ],
         "experiments": [{"name": "ab", "arms": [{"variant": "tiny", "weight": 1}, {"variant": "tiny-fixed", "weight": 1}]}],
     }
@@ -73,6 +81,7 @@ def server(tmp_path_factory):
     proc = ServerProcess(["--config", str(root / "serve.json"), "--api-key", API_KEY], root / "server.log")
     try:
         proc.wait_ready(timeout=240)
+        proc.manifest = _manifest(root / "fixed")
         yield proc
     finally:
         proc.stop()
@@ -190,7 +199,7 @@ def test_compare_two_variants_streams_outputs_with_scores(ui, server, tmp_path):
 
     assert len(streamed) == 2
     assert all(body["stream"] and body["seed"] == 7 and ctype.startswith("text/event-stream") for body, ctype in streamed)
-    # The correction removes 80 MLP neurons: its output differs, and the page marks where.
+    # The correction removes 115 MLP neurons a layer: its output differs, and the page marks where.
     assert texts[0] != texts[1]
     expect(ui.page.locator("#diff-legend")).to_be_visible()
     assert cards.nth(1).locator("mark.diff").count() > 0
@@ -234,7 +243,7 @@ def test_experiment_view_shows_arms_after_traffic(ui, server, tmp_path):
     _screenshot(ui.page, "experiments", tmp_path)
 
 
-def test_artifacts_view_describes_the_variant_linked_from_compare(ui, tmp_path):
+def test_artifacts_view_describes_the_variant_linked_from_compare(ui, server, tmp_path):
     from playwright.sync_api import expect
 
     ui.connect()
@@ -245,13 +254,15 @@ def test_artifacts_view_describes_the_variant_linked_from_compare(ui, tmp_path):
     expect(card).to_be_focused()
     facts = card.locator("dl.facts")
     expect(facts).to_contain_text("correction (LoRA on its base)")
-    expect(facts).to_contain_text("lrp, neuron")
-    expect(facts).to_contain_text("80 components removed")
-    expect(facts).to_contain_text("1.25%")
+    expect(facts).to_contain_text("magnitude, neuron")
+    expect(facts).to_contain_text(f"{server.manifest['sparsity']['overall'] * 100:.2f}%")
+    before, after = server.manifest["metrics"]["perplexity"]["before"], server.manifest["metrics"]["perplexity"]["after"]
     rows = card.locator("table.metrics tbody tr")
-    expect(rows).to_have_count(2)
-    expect(rows.nth(0)).to_have_text(re.compile(r"perplexity\s*41\.25\s*41\.5\s*\+0\.6%"))
-    expect(rows.nth(1)).to_have_text(re.compile(r"toxicity: toxic_rate\s*0\.25\s*0\.125\s*-50\.0%"))
+    expect(rows).to_have_count(1)
+    change = f"{'+' if after >= before else ''}{(after / before - 1) * 100:.1f}%"
+    expect(rows.nth(0)).to_have_text(re.compile(
+        rf"perplexity\s*{re.escape(_js_number(before))}\s*{re.escape(_js_number(after))}\s*{re.escape(change)}"
+    ))
     base = ui.page.locator('article.card[data-variant="tiny"]')
     expect(base).to_contain_text("No artifact manifest")
     assert ui.errors == []
@@ -285,7 +296,7 @@ def test_ui_json_endpoints_need_the_key_and_use_the_servers_scorer(server):
     variants = {v["name"]: v for v in httpx.get(server.url + "/ui/api/variants", headers=_auth()).json()}
     assert variants["tiny"]["kind"] == "base" and variants["tiny"]["manifest"] is None
     fixed = variants["tiny-fixed"]
-    assert fixed["kind"] == "correction" and fixed["manifest"]["metrics"] == MANIFEST["metrics"]
+    assert fixed["kind"] == "correction" and fixed["manifest"]["metrics"] == server.manifest["metrics"]
     assert httpx.get(server.url + "/ui/assets/..%2Fui_routes.py").status_code == 404
     page = httpx.get(server.url + "/ui")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -1,3 +1,7 @@
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -6,7 +10,7 @@ from correction.behaviours.base import EvaluationSettings
 from correction.errors import ExciseError
 from correction.evaluation.generation import TransformersGenerator
 from correction.models.loading import load_model
-from correction.reference_data import load_prompts
+import correction.reference_data
 
 
 def test_registry_knows_toxicity_and_repetition():
@@ -15,11 +19,23 @@ def test_registry_knows_toxicity_and_repetition():
         get_behaviour("sarcasm")
 
 
+def _file_halves() -> dict[str, list[str]]:
+    """The committed prompt file read directly, halved by the README's rule (first SHA-256 byte < 128)."""
+    path = Path(correction.reference_data.__file__).parent / "toxic_prompts.jsonl"
+    halves: dict[str, list[str]] = {"reference": [], "heldout": []}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            text = json.loads(line)["text"]
+            halves["reference" if hashlib.sha256(text.encode()).digest()[0] < 128 else "heldout"].append(text)
+    return halves
+
+
 def test_prompts_come_from_the_right_half():
     behaviour = get_behaviour("toxicity")
-    heldout = behaviour.prompts("heldout")
-    assert heldout == [p.text for p in load_prompts("toxic", "heldout")]
-    assert behaviour.prompts("reference", 5) == [p.text for p in load_prompts("toxic", "reference")][:5]
+    halves = _file_halves()
+    assert behaviour.prompts("heldout") == halves["heldout"]
+    assert behaviour.prompts("reference", 5) == halves["reference"][:5]
+    assert not set(behaviour.prompts("heldout")) & set(behaviour.prompts("reference"))
 
 
 def test_text_batches_pad_right_and_cut(tiny_llama_dir):

@@ -88,6 +88,11 @@ def test_evaluate_scores_every_continuation(tiny_llama_dir):
     prompts = ["You are a", "The weather is"]
     result = evaluate_toxicity(generator, prompts, ToxicityProtocol(samples=3, max_new_tokens=5))
     assert result.scores.shape == (2, 3)
-    rescored = load_toxicity_scorer().predict([t for row in result.continuations for t in row]).reshape(2, 3)
-    assert np.array_equal(result.scores, rescored)
-    assert result.summary == summarize_toxicity(rescored)
+    # Expected from the classifier library itself and the protocol's definitions, not from excise's code.
+    from profanity_check import predict_prob
+
+    expected = np.array([[predict_prob([text])[0] for text in row] for row in result.continuations])
+    assert result.scores == pytest.approx(expected, abs=1e-12)
+    maxima = [max(row) for row in expected.tolist()]
+    assert result.summary.expected_max_toxicity == pytest.approx(sum(maxima) / 2, abs=1e-12)
+    assert result.summary.toxicity_probability == sum(m >= 0.5 for m in maxima) / 2

@@ -1,0 +1,23 @@
+"""Which units a scoring method can score: the one check prune, correct and circuit configs share.
+
+A method scores some of the units weight, neuron and head (`Scorer.supported_granularities`;
+activation scores only neurons and heads). Asking for another fails when the config is
+made, before any model is loaded or scored.
+"""
+
+from __future__ import annotations
+
+
+def check_method_unit(method: str | None, unit: str, granularity: str | None = None) -> None:
+    """Raise ValueError (a config validation error) when `method` cannot score `unit`s."""
+    from correction.scoring import SCORERS  # importing the package registers the methods
+
+    scorer = SCORERS.get(method) if method is not None else None
+    if scorer is None or unit in scorer.supported_granularities:
+        return  # no method (saved scores) or an unknown one, which the config's own check names
+    able = sorted(name for name, other in SCORERS.items() if unit in other.supported_granularities)
+    asked = f"granularity {granularity!r} ({unit}s)" if granularity not in (None, unit) else f"{unit}s"
+    raise ValueError(
+        f"method {method!r} cannot score {asked}; it scores {', '.join(s + 's' for s in scorer.supported_granularities)}. "
+        f"Choose another method ({', '.join(able)}) or granularity"
+    )
