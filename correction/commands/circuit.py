@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--granularity", default="weight", help="weight, neuron or head")
     parser.add_argument(
         "--scope", choices=("row", "global"),
-        help="global: one ranking over all layers (default for neuron and head: per layer, a level rounds to whole "
-        "KV groups, 3 a layer on SmolLM2); row: the same share per row (default for weight) or per layer",
+        help="global: one ranking over all layers (default for neuron and head, because per layer a level rounds to "
+        "whole KV groups, 3 a layer on SmolLM2, and low levels to none); row: the same share in every row (default "
+        "for weight) or layer",
     )
     parser.add_argument("--target", default="task_logit_diff", help="task_logit_diff (default) or task_correct")
     parser.add_argument(
