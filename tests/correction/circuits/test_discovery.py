@@ -127,3 +127,16 @@ def test_continuations_with_the_same_first_token_exit_2(tiny_llama_dir, tmp_path
     path.write_text("".join(json.dumps({"prompt": p, "correct": pair[0], "incorrect": pair[1]}) + "\n" for p in PROMPTS))
     error = _one_line_exit_2(capsys, main(_args(tiny_llama_dir, path, tmp_path / "c")))
     assert "start with the same token" in error
+
+
+def test_eval_task_on_a_circuit_reproduces_its_held_out_report(tiny_llama_dir, task_file, tmp_path, capsys):
+    out = tmp_path / "circuit"
+    assert main(_args(tiny_llama_dir, task_file, out)) == 0
+    capsys.readouterr()
+    args = ["eval", "task", "--model", str(tiny_llama_dir), "--task", str(task_file), "--mask", str(out),
+            "--reference", "4", "--heldout", "4"]
+    assert main(args) == 0
+    masked = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "mean-ablated" in masked  # the ablation the circuit was searched with, from its manifest
+    mean = Manifest.load(out).metrics["faithfulness"]["mean"]
+    assert f"logit diff {mean['logit_diff']:.4f}, accuracy {mean['accuracy']:.4f}" in masked
