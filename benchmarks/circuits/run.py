@@ -86,7 +86,8 @@ def run_row(context, scores: Scores, method: str, target: str | None, granularit
     return {
         "method": method, "target": target or "-", "granularity": granularity, "scope": config.scope,
         "ablation": ablation, "found": result.found, "chosen": result.chosen.as_dict(),
-        "heldout": result.faithfulness, "curve": [p.as_dict() for p in curve], "wall_s": time.perf_counter() - started,
+        "heldout": result.faithfulness, "curve": [p.as_dict() for p in curve], "grid": config.sparsities,
+        "wall_s": time.perf_counter() - started,
     }
 
 
@@ -150,9 +151,9 @@ def target_check(rows: list[dict]) -> list[str]:
 
 
 def load_state() -> dict:
-    """Finished rows of an earlier run with the same settings, else a fresh start."""
-    key = {"reference": REFERENCE, "heldout": HELDOUT, "seed": SEED, "refine": REFINE, "grids": GRIDS, "retain": RETAIN,
-           "settings": SETTINGS, "ablations": ABLATIONS}
+    """Finished rows of an earlier run with the same prompts and threshold, else a fresh start (a row
+    is reused only with its own grid, see `main`)."""
+    key = {"reference": REFERENCE, "heldout": HELDOUT, "seed": SEED, "refine": REFINE, "retain": RETAIN}
     if STATE.is_file():
         state = json.loads(STATE.read_text())
         if state.get("key") == json.loads(json.dumps(key)):
@@ -228,13 +229,14 @@ def main() -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     context = prepare_task(config_for("lrp", "task_logit_diff", "head", "corrupted"))
     state = load_state()
-    order = [(m, t, g, a) for m, t in SETTINGS for g in GRIDS if g in SCORERS[m].supported_granularities for a in ABLATIONS]
+    # granularity first, so the cheap head and neuron rows finish before the weight rows
+    order = [(m, t, g, a) for g in GRIDS for m, t in SETTINGS if g in SCORERS[m].supported_granularities for a in ABLATIONS]
     for method, target, granularity, ablation in order:
         key = f"{method}/{granularity}/{ablation}"
-        if key in state["rows"]:
+        if state["rows"].get(key, {}).get("grid") == GRIDS[granularity]:
             continue
         if args.minutes is not None and time.perf_counter() - started > 60 * args.minutes:
-            left = sum(f"{m}/{g}/{a}" not in state["rows"] for m, _, g, a in order)
+            left = sum(state["rows"].get(f"{m}/{g}/{a}", {}).get("grid") != GRIDS[g] for m, _, g, a in order)
             print(f"stopped after {args.minutes} minutes; {left} rows left; run again to resume")
             return 0
         granularities = [g for g in GRIDS if g in SCORERS[method].supported_granularities]
