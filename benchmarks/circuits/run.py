@@ -53,9 +53,9 @@ GRIDS = {
     "neuron": [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
     "weight": [0.1, 0.3, 0.5, 0.7],
 }
-#: granularity -> search ablations run; weights only with `excise circuit`'s default, mean, because a
-#: row-wise weight level costs ~27 s to cut on this CPU (a sort of 106M scores) and the run must stay short
-SEARCHES = {"head": ABLATIONS, "neuron": ABLATIONS, "weight": ("mean",)}
+#: granularity -> search ablations run, each circuit reported under its own; fewer for neurons and weights
+#: (a row-wise weight level costs up to ~27 s to cut on this CPU, a sort of 106M scores), so the run stays short
+SEARCHES = {"head": ABLATIONS, "neuron": ("mean", "corrupted"), "weight": ("mean",)}
 
 logger = logging.getLogger("benchmarks.circuits")
 
@@ -84,7 +84,7 @@ def run_row(context, scores: Scores, method: str, target: str | None, granularit
     config = config_for(method, target, granularity, ablation)
     sweep = circuit_sweep(config, context, scores)
     curve = sweep.run(config.sparsities, RETAIN * context.search_dense.logit_diff, config.refine_steps)
-    result = circuit_from_curve(config, context, sweep, curve, {})
+    result = circuit_from_curve(config, context, sweep, curve, {}, report=(ablation,))
     return {
         "method": method, "target": target or "-", "granularity": granularity, "scope": config.scope,
         "ablation": ablation, "found": result.found, "chosen": result.chosen.as_dict(),
@@ -198,9 +198,10 @@ def write_results(context, rows: list[dict], state: dict, load_start: float) -> 
         "when the circuit is reported: zero, their mean over the reference prompts, or (corrupted) their activation "
         "on the prompt's corrupted counterpart. Levels: "
         + "; ".join(f"{g} {GRIDS[g]}" for g in GRIDS)
-        + f", then {REFINE} bisections; weights are searched with mean ablation only (`excise circuit`'s default), as "
-        "cutting one row-wise weight level takes ~27 s here; the activation scorer is left out (it found no head "
-        "circuit before). The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
+        + f", then {REFINE} bisections. Searches: "
+        + "; ".join(f"{g} {', '.join(SEARCHES[g])}" for g in GRIDS)
+        + " (fewer for neurons and weights to keep the run short: cutting one row-wise weight level takes up to ~27 s "
+        "here); the activation scorer is left out (it found no head circuit before). The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
         "chosen. Held-out retained = circuit / dense logit difference (± 1.96 standard errors over the held-out prompts, "
         "relative to dense); normalized = (circuit - corrupted) / (dense - corrupted).",
         "",

@@ -214,11 +214,11 @@ def score_task(config: CircuitConfig, context: TaskContext, granularities: set[s
     return score_model(context.loaded.model, batches, config.method, **options, **config.params)
 
 
-def faithfulness(context: TaskContext, masks: MaskSet) -> dict[str, Any]:
-    """Circuit vs full model on held-out prompts, under every ablation the task allows."""
+def faithfulness(context: TaskContext, masks: MaskSet, modes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Circuit vs full model on held-out prompts, under `modes` (default: every ablation the task allows)."""
     dense, corrupted = context.dense.logit_diff, context.corrupted
     result: dict[str, Any] = {}
-    for mode in context.ablations():
+    for mode in modes or context.ablations():
         score = context.score(masks, "heldout", mode)
         entry = score.as_dict() | {"retained": score.logit_diff / dense}
         if corrupted is not None:
@@ -237,9 +237,11 @@ def circuit_sweep(config: CircuitConfig, context: TaskContext, scores: Scores) -
 
 
 def circuit_from_curve(
-    config: CircuitConfig, context: TaskContext, sweep: Sweep, curve: list[CurvePoint], scoring: dict[str, Any]
+    config: CircuitConfig, context: TaskContext, sweep: Sweep, curve: list[CurvePoint], scoring: dict[str, Any],
+    *, report: tuple[str, ...] | None = None,
 ) -> CircuitResult:
-    """The circuit at the sparsest level of `curve` that keeps the retained share, else at its best level."""
+    """The circuit at the sparsest level of `curve` that keeps the retained share, else at its best level;
+    reported on the held-out prompts under the ablations `report` (default: all the task allows)."""
     if not curve:
         raise ExciseError(
             f"no level of the grid removes any {config.granularity} at scope {config.scope!r} (every count rounds "
@@ -266,7 +268,7 @@ def circuit_from_curve(
         chosen=chosen,
         found=found,
         masks=masks,
-        faithfulness=faithfulness(context, masks),
+        faithfulness=faithfulness(context, masks, report),
         graph=circuit_graph(context.adapter, masks),
         scoring=scoring,
     )
