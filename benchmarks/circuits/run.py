@@ -68,14 +68,16 @@ def config_for(method: str, target: str | None, granularity: str, ablation: str)
 
 
 def method_scores(context, method: str, target: str | None, granularities: list[str], state: dict) -> Scores:
-    """The method's scores for all its granularities, cached beside the state."""
+    """The method's scores for all its granularities, cached beside the state (with their summary)."""
     folder = STATE_DIR / f"scores-{method}"
-    if method in state["scoring"] and (folder / "scores.safetensors").is_file():
+    if (folder / "summary.json").is_file():
+        state["scoring"][method] = json.loads((folder / "summary.json").read_text())
         return Scores.load(folder)
     scored = score_task(config_for(method, target, granularities[0], "zero"), context, granularities=set(granularities))
     folder.mkdir(parents=True, exist_ok=True)
     scored.scores.save(folder)
     state["scoring"][method] = scored.summary()
+    (folder / "summary.json").write_text(json.dumps(scored.summary()))
     return scored.scores
 
 
