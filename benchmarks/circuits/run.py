@@ -7,7 +7,7 @@ replaced, counterpart) the sweep on the same reference prompts finds the sparses
 keeping >= 90% of the dense logit difference, and that circuit is reported on held-out
 prompts (disjoint): the circuit is chosen on one split and reported on the other. Every
 size is a removed share counted on the mask (after rounding). Scopes are `excise
-circuit`'s defaults (neurons and query heads ranked globally, weights row-wise).
+circuit`'s default for these granularities (neurons and query heads ranked globally).
 
     python benchmarks/circuits/run.py               # writes benchmarks/results/circuits.{md,json} + PNGs
     python benchmarks/circuits/run.py --minutes 12  # stop after the row that passes 12 minutes; rerun resumes
@@ -196,8 +196,8 @@ def write_results(context, rows: list[dict], state: dict, load_start: float) -> 
         f"accuracy {dense.accuracy:.3f}; corrupted prompts (names replaced) {corrupted.logit_diff:.3f}.",
         "",
         "Sizes are removed shares counted on the masks: of all 270 query heads (30 layers x 9) or of all 46,080 MLP "
-        "neurons; 'weights removed' is the share of all decoder linear weights that goes with them. The search ablation is what removed units carry while the level is chosen and "
-        "when the circuit is reported: zero, their mean over the reference prompts, or (corrupted) their activation "
+        "neurons; 'weights removed' is the share of all decoder linear weights that goes with them. The search "
+        "ablation is what removed units carry while the level is chosen and when the circuit is reported: zero, their mean over the reference prompts, or (corrupted) their activation "
         "on the prompt's corrupted counterpart. Levels: "
         + "; ".join(f"{g} {GRIDS[g]}" for g in GRIDS)
         + f", then {REFINE} bisections. Searches: "
@@ -237,7 +237,7 @@ def main() -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     context = prepare_task(config_for("lrp", "task_logit_diff", "head", "corrupted"))
     state = load_state()
-    # granularity first, so the cheap head and neuron rows finish before the weight rows
+    # granularity first: the head rows (the target) finish first
     order = [(m, t, g, a) for g in GRIDS for m, t in SETTINGS if g in SCORERS[m].supported_granularities for a in SEARCHES[g]]
     for method, target, granularity, ablation in order:
         key = f"{method}/{granularity}/{ablation}"
