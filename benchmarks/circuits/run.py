@@ -10,10 +10,11 @@ size is a removed share counted on the mask (after rounding). Scopes are `excise
 circuit`'s default for these granularities (neurons and query heads ranked globally).
 
     python benchmarks/circuits/run.py               # writes benchmarks/results/circuits.{md,json} + PNGs
-    python benchmarks/circuits/run.py --minutes 12  # stop after the row that passes 12 minutes; rerun resumes
+    python benchmarks/circuits/run.py --minutes 9   # start no row after 9 minutes; rerun resumes
 
 Finished rows (and each method's scores) are kept in /tmp/excise-bench-circuits/, so an
-interrupted or chunked run resumes at the next row; results are written once all are done.
+interrupted or chunked run resumes at the next row; the results are rewritten at the end of
+every chunk from all finished rows, naming the rows still to run.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ GRIDS = {
 #: circuit`'s default (mean) and no weights (cutting one row-wise weight level takes up to ~27 s here, a sort
 #: of 106M scores), so the run stays within ~25 minutes on the shared 2-core CPU
 SEARCHES = {"head": ABLATIONS, "neuron": ("mean",)}
+#: rows in the order they run: heads before neurons, LRP and EAP (the target's comparison) before the other
+#: methods, and mean, corrupted, zero ablation in that order
+PRIORITY = {"mean": 0, "corrupted": 1, "zero": 2}
 
 logger = logging.getLogger("benchmarks.circuits")
 
@@ -166,11 +170,13 @@ def load_state() -> dict:
     return {"key": key, "rows": {}, "scoring": {}}
 
 
-def write_results(context, rows: list[dict], state: dict, load_start: float) -> None:
+def write_results(context, rows: list[dict], state: dict, load_start: float, missing: list[str]) -> None:
+    """The table, JSON and PNGs of the finished rows (a chunked run rewrites them after each chunk and
+    lists the rows still to run)."""
     record = {
         "command": COMMAND, "machine": platform.machine(), "search_dense": context.search_dense.as_dict(),
         "dense": context.dense.as_dict(), "corrupted": context.corrupted.as_dict(), "scoring": state["scoring"],
-        "rows": rows,
+        "rows": rows, "not_run": missing,
     }
     (RESULTS / "circuits.json").write_text(json.dumps(record, indent=1) + "\n")
     for granularity in GRIDS:
@@ -179,6 +185,8 @@ def write_results(context, rows: list[dict], state: dict, load_start: float) -> 
                 r["method"]: [CurvePoint(**p) for p in r["curve"]]
                 for r in rows if r["granularity"] == granularity and r["ablation"] == ablation
             }
+            if not curves:
+                continue
             plot_curves(curves, context.search_dense.logit_diff, RETAIN, RESULTS / f"circuits_{granularity}_{ablation}.png",
                         title=f"IOI on SmolLM2, {granularity}s, {ablation}-ablated (reference prompts)")
     wall_s = sum(r["wall_s"] for r in rows) + sum(s["wall_seconds"] for s in state["scoring"].values())
@@ -204,12 +212,14 @@ def write_results(context, rows: list[dict], state: dict, load_start: float) -> 
         + "; ".join(f"{g} {', '.join(SEARCHES[g])}" for g in GRIDS)
         + " (neurons with `excise circuit`'s default only, and no weight granularity, to keep the run short: cutting "
         "one row-wise weight level takes up to ~27 s here); the activation scorer is left out (it found no head "
-        "circuit before). The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
+        f"circuit before). The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
         "chosen. Held-out retained = circuit / dense logit difference (± 1.96 standard errors over the held-out prompts, "
         "relative to dense); normalized = (circuit - corrupted) / (dense - corrupted).",
         "",
         *table([r | {"dense": dense.logit_diff, "search_dense": context.search_dense.logit_diff} for r in rows]),
         "",
+        *([f"**Partial run**: {len(missing)} rows not run yet ({', '.join(missing)}); rerun the command to finish.", ""]
+          if missing else []),
         "## Target: LRP's head circuit with <= 10% of heads keeps >= 90% held-out, no larger than EAP's",
         "",
         *target_check(rows),
@@ -237,23 +247,28 @@ def main() -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     context = prepare_task(config_for("lrp", "task_logit_diff", "head", "corrupted"))
     state = load_state()
-    # granularity first: the head rows (the target) finish first
-    order = [(m, t, g, a) for g in GRIDS for m, t in SETTINGS if g in SCORERS[m].supported_granularities for a in SEARCHES[g]]
+    plan = [(m, t, g, a) for g in GRIDS for m, t in SETTINGS if g in SCORERS[m].supported_granularities for a in SEARCHES[g]]
+    order = sorted(plan, key=lambda row: (row[2] != "head", row[0] not in ("lrp", "eap"), PRIORITY[row[3]]))
+
+    def done(method: str, granularity: str, ablation: str) -> bool:
+        return state["rows"].get(f"{method}/{granularity}/{ablation}", {}).get("grid") == GRIDS[granularity]
+
     for method, target, granularity, ablation in order:
-        key = f"{method}/{granularity}/{ablation}"
-        if state["rows"].get(key, {}).get("grid") == GRIDS[granularity]:
+        if done(method, granularity, ablation):
             continue
         if args.minutes is not None and time.perf_counter() - started > 60 * args.minutes:
-            left = sum(state["rows"].get(f"{m}/{g}/{a}", {}).get("grid") != GRIDS[g] for m, _, g, a in order)
-            print(f"stopped after {args.minutes} minutes; {left} rows left; run again to resume")
-            return 0
+            break
         granularities = [g for g in GRIDS if g in SCORERS[method].supported_granularities]
         scores = method_scores(context, method, target, granularities, state)
+        key = f"{method}/{granularity}/{ablation}"
         state["rows"][key] = run_row(context, scores, method, target, granularity, ablation)
         STATE.write_text(json.dumps(state, indent=1))
         logger.info("%s done (%.0f s into this chunk)", key, time.perf_counter() - started)
-    rows = [state["rows"][f"{m}/{g}/{a}"] for m, _, g, a in order]
-    write_results(context, rows, state, load_start)
+    rows = [state["rows"][f"{m}/{g}/{a}"] for m, _, g, a in plan if done(m, g, a)]
+    missing = [f"{m}/{g}/{a}" for m, _, g, a in order if not done(m, g, a)]
+    write_results(context, rows, state, load_start, missing)
+    if missing:
+        print(f"stopped after {args.minutes} minutes; {len(missing)} rows left; run again to resume")
     return 0
 
 
