@@ -229,7 +229,8 @@ def write_results(context, rows: list[dict], state: dict, load_start: float, mis
         *comparison(rows),
         "",
         "Curves (reference prompts, logit difference / dense vs share removed): "
-        + ", ".join(f"`circuits_{g}_{a}.png`" for g in GRIDS for a in SEARCHES[g]) + "; raw numbers: `circuits.json`.",
+        + ", ".join(f"`circuits_{g}_{a}.png`" for g, a in dict.fromkeys((r["granularity"], r["ablation"]) for r in rows))
+        + "; raw numbers: `circuits.json`.",
         "",
     ]
     (RESULTS / "circuits.md").write_text("\n".join(lines))
