@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"circuit: {summary(result)}")
     print("held-out faithfulness: " + ", ".join(
         f"{mode} {entry['retained']:.0%}" for mode, entry in result.faithfulness.items()))
+    if result.found and result.heldout["retained"] < args.retain:
+        print(f"note: on the held-out prompts it keeps {result.heldout['retained']:.0%}, less than the {args.retain:.0%} "
+              "it keeps on the reference prompts it was chosen on; more --reference prompts choose a level that "
+              "generalises better")
     print(f"wrote {args.out}")
     return 0
 
