@@ -1,20 +1,23 @@
 """Circuit discovery: the sparsest sub-network that still does a task, its faithfulness and graph."""
 
-from correction.circuits.ablation import ablated, input_means
+from correction.circuits.ablation import ABLATIONS, ablated, ablated_score, input_means
 from correction.circuits.artifact import write_circuit
 from correction.circuits.discovery import CircuitConfig, CircuitResult, discover_circuit
 from correction.circuits.graph import circuit_graph, graph_to_dot
-from correction.circuits.sweep import CurvePoint, pick_sparsest
+from correction.circuits.sweep import CurvePoint, pick, removed_units
 
 __all__ = [
+    "ABLATIONS",
     "CircuitConfig",
     "CircuitResult",
     "CurvePoint",
     "ablated",
+    "ablated_score",
     "circuit_graph",
     "discover_circuit",
     "graph_to_dot",
     "input_means",
-    "pick_sparsest",
+    "pick",
+    "removed_units",
     "write_circuit",
 ]

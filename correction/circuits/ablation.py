@@ -1,6 +1,7 @@
-"""Run a model with the parts a mask removes ablated: zeroed, or set to their mean.
+"""Run a model with the parts a mask removes ablated: zeroed, set to their mean, or patched
+from the corrupted prompt.
 
-Both work on the weight masks a `MaskSet` expands to (structured masks included).
+All three work on the weight masks a `MaskSet` expands to (structured masks included).
 - zero: removed weights are zero (what `MaskSet.apply` does; the pruned model).
 - mean: a removed weight's contribution `W_ij x_j` is replaced by `W_ij mean(x_j)`,
   the mean of its input over reference activations of the full model, i.e. every
@@ -10,8 +11,15 @@ Both work on the weight masks a `MaskSet` expands to (structured masks included)
   output replaced by its mean. Inputs that only feed removed units (rows of the MLP
   input projections, a removed head's query rows) do not reach the output, so
   ablating them as well changes nothing.
+- corrupted (activation patching): the same with `x_j` taken, token by token, from the
+  full model run on the prompt's corrupted counterpart (IOI: the names replaced), so a
+  removed head or neuron carries its activation on the corrupted prompt. Each chunk runs
+  twice under the zero-ablated weights: the corrupted prompts first, where every masked
+  linear adds back `(W * ~M) @ x` of its own input (which restores the full model, up to
+  rounding) and keeps that term; then the clean prompts, where it adds the kept term.
 
-`ablated(...)` changes the model in place and restores every touched parameter on exit.
+`ablated(...)` (zero, mean) changes the model in place and restores every touched parameter
+on exit; `ablated_score(...)` scores a task batch under any of the three.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from typing import Literal
 
 import torch
 
+from correction.errors import ExciseError
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter
 from correction.scoring.hooks import HookSet
 from correction.tasks.base import TaskBatch
+from correction.tasks.metrics import TaskScore, score_logits, task_logits
 
-Ablation = Literal["zero", "mean"]
-ABLATIONS: tuple[str, ...] = ("zero", "mean")
+Ablation = Literal["zero", "mean", "corrupted"]
+ABLATIONS: tuple[str, ...] = ("zero", "mean", "corrupted")
 
 
 @torch.no_grad()
@@ -60,9 +70,9 @@ def input_means(adapter: ModelAdapter, batch: TaskBatch, *, batch_size: int = 16
 def ablated(
     adapter: ModelAdapter, masks: MaskSet, mode: Ablation = "zero", means: dict[str, torch.Tensor] | None = None
 ) -> Iterator[None]:
-    """The model with `masks`' removed parts ablated (`means` from `input_means` for "mean")."""
-    if mode not in ABLATIONS:
-        raise ValueError(f"unknown ablation {mode!r}; choose one of {', '.join(ABLATIONS)}")
+    """The model with `masks`' removed parts zeroed or mean-ablated (`means` from `input_means`)."""
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"ablated() does zero or mean ablation, not {mode!r}; use ablated_score for corrupted")
     if mode == "mean" and means is None:
         raise ValueError("mean ablation needs the reference input means (input_means)")
     model = adapter.model
@@ -75,7 +85,9 @@ def ablated(
     try:
         with HookSet() as hooks:
             if mode == "mean":
-                _add_mean_terms(model, weight_masks, means, hooks)
+                for name, removed in _removed_weights(model, weight_masks).items():
+                    constant = removed @ means[name].to(removed.device, removed.dtype)  # [out]
+                    hooks.on_input_output(model.get_submodule(name.removesuffix(".weight")), _adder(constant))
             masks.apply(adapter)
             yield
     finally:
@@ -84,14 +96,77 @@ def ablated(
                 tensor.copy_(saved[name])
 
 
+def check_corrupted(clean: TaskBatch, corrupted: TaskBatch) -> None:
+    """Patching is token by token: every corrupted prompt must have its clean prompt's length."""
+    if not torch.equal(clean.attention_mask, corrupted.attention_mask):
+        rows = (clean.attention_mask != corrupted.attention_mask).any(dim=1).nonzero().flatten().tolist()
+        raise ExciseError(
+            f"corrupted prompts {rows[:5]} tokenize to another length than their clean prompts; corrupted "
+            "ablation patches position by position, so give corrupted prompts of the same token length"
+        )
+
+
 @torch.no_grad()
-def _add_mean_terms(model, weight_masks: dict[str, torch.Tensor], means: dict[str, torch.Tensor], hooks: HookSet) -> None:
+def ablated_score(
+    adapter: ModelAdapter,
+    masks: MaskSet,
+    batch: TaskBatch,
+    mode: Ablation = "zero",
+    *,
+    means: dict[str, torch.Tensor] | None = None,
+    corrupted: TaskBatch | None = None,
+    batch_size: int = 16,
+) -> TaskScore:
+    """Task metrics of `batch` with `masks`' removed parts ablated by `mode`."""
+    if mode != "corrupted":
+        with ablated(adapter, masks, mode, means):
+            return score_logits(task_logits(adapter.model, batch, batch_size=batch_size), batch)
+    if corrupted is None:
+        raise ValueError("corrupted ablation needs the corrupted counterparts of the prompts")
+    check_corrupted(batch, corrupted)
+    model = adapter.model
+    modules = {name: model.get_submodule(name.removesuffix(".weight")) for name in masks.weight_masks(adapter)}
+    patches = {name: _Patch(removed) for name, removed in _removed_weights(model, masks.weight_masks(adapter)).items()}
+    biases = {name: m.bias.detach().clone() for name, m in modules.items() if m.bias is not None}
+    rows = []
+    with ablated(adapter, masks, "zero"), HookSet() as hooks:
+        for name, patch in patches.items():
+            if name in biases:  # the bias of removed units (zeroed by the mask) belongs to the removed share too
+                patch.bias = biases[name] - modules[name].bias.detach()
+            hooks.on_input_output(modules[name], patch)
+        for clean_chunk, corrupted_chunk in zip(batch.chunks(batch_size), corrupted.chunks(batch_size)):
+            for patch in patches.values():
+                patch.recording = True
+            task_logits(model, corrupted_chunk, batch_size=len(corrupted_chunk))
+            for patch in patches.values():
+                patch.recording = False
+            rows.append(task_logits(model, clean_chunk, batch_size=len(clean_chunk)))
+    return score_logits(torch.cat(rows), batch)
+
+
+class _Patch:
+    """Adds `(W * ~M) @ x_corrupted` to a masked linear's output (see the module docstring)."""
+
+    def __init__(self, removed: torch.Tensor):
+        self.removed = removed  # [out, in]
+        self.bias: torch.Tensor | float = 0.0  # [out]
+        self.recording = True
+        self.term: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.recording:
+            self.term = x @ self.removed.T + self.bias  # [..., out]: the removed share on the corrupted input
+        y.add_(self.term)
+
+
+@torch.no_grad()
+def _removed_weights(model, weight_masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`W * ~M` of every masked weight, from the full model's weights (call before masks apply)."""
+    removed = {}
     for name, mask in weight_masks.items():
-        module = model.get_submodule(name.removesuffix(".weight"))
-        weight = module.weight.detach()
-        removed = weight * (~mask).to(weight.device, weight.dtype)  # [out, in]
-        constant = removed @ means[name].to(weight.device, weight.dtype)  # [out]
-        hooks.on_input_output(module, _adder(constant))
+        weight = model.get_submodule(name.removesuffix(".weight")).weight.detach()
+        removed[name] = weight * (~mask).to(weight.device, weight.dtype)  # [out, in]
+    return removed
 
 
 def _adder(constant: torch.Tensor):

@@ -5,6 +5,7 @@ Format of `circuit.json` (version 1):
     {
       "format": "excise-circuit-graph", "version": 1,
       "num_layers": L, "num_heads": H, "num_neurons": N,
+      "removed": {"heads": query heads removed, "neurons": MLP neurons removed} (of L*H, L*N),
       "nodes": [
         {"id": "input", "kind": "input"},
         {"id": "a{layer}.h{head}", "kind": "head", "layer": l, "head": h,
@@ -107,6 +108,10 @@ def circuit_graph(adapter: ModelAdapter, masks: MaskSet) -> dict[str, Any]:
         "num_layers": len(layers),
         "num_heads": first.attention.num_heads,
         "num_neurons": first.mlp.num_neurons,
+        "removed": {
+            "heads": sum(len(unit["head_share"]) - len(unit["heads"]) for unit in layers),
+            "neurons": sum(unit["num_neurons"] - len(unit["neurons"]) for unit in layers),
+        },
         "nodes": nodes,
         "edges": edges,
     }

@@ -16,13 +16,13 @@ from correction.circuits.sweep import CurvePoint  # noqa: E402
 
 
 def plot_curves(curves: dict[str, list[CurvePoint]], dense: float, retain: float, path: Path, *, title: str) -> Path:
-    """Held-out logit difference relative to the dense model vs sparsity, one line per label."""
+    """Logit difference relative to the dense model vs the share of units removed, one line per label."""
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for label, curve in curves.items():
         points = sorted(curve, key=lambda p: p.sparsity)
         axis.plot([p.sparsity for p in points], [p.logit_diff / dense for p in points], marker="o", ms=3, label=label)
     axis.axhline(retain, color="grey", linestyle="--", linewidth=1, label=f"{retain:.0%} of dense")
-    axis.set_xlabel("sparsity (share of units removed)")
+    axis.set_xlabel("share of units removed (after rounding)")
     axis.set_ylabel("logit difference / dense")
     axis.set_title(title)
     axis.grid(alpha=0.3)

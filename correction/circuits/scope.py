@@ -7,6 +7,11 @@
   units in the layers that do the task and none elsewhere. A circuit removes single
   query heads (their q rows and o_proj columns); a KV group's K/V go only once all of
   its query heads are gone.
+
+The default (`default_scope`) is global for neurons and heads: per layer, a level is
+rounded to a whole count of each layer's groups, and with SmolLM2's 3 KV groups a layer
+every level below 1/6 rounds to no removal at all, and 0.2 to 0.4 all to one group, so
+levels would not mean what they say. Weights default to row (the pruning selection).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from correction.selection import Selection, get_selection, keep_highest, removal
 from correction.selection.base import layer_unit_scores
 
 SCOPES = ("row", "global")
+
+
+def default_scope(granularity: str) -> str:
+    return "row" if granularity == "weight" else "global"
 
 
 #: unit -> (field of Scores / MaskSet, units per layer)

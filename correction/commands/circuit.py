@@ -20,15 +20,29 @@ def _sparsities(text: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2", help="HF model folder or embedded name (default: smollm2)")
     parser.add_argument("--task", default="ioi", help="built-in task (ioi) or FILE.jsonl with prompt/correct/incorrect")
-    parser.add_argument("--method", default="lrp", help="scorer: lrp, wanda, gradient, activation, magnitude")
+    parser.add_argument("--method", default="lrp", help="scorer: lrp, eap, gradient, wanda, activation, magnitude")
     parser.add_argument("--granularity", default="weight", help="weight, neuron or head")
-    parser.add_argument("--scope", default="row", help="row (uniform per row / layer) or global (one ranking)")
+    parser.add_argument(
+        "--scope", choices=("row", "global"),
+        help="global: one ranking over all layers (default for neuron and head, because per layer a level rounds to "
+        "whole KV groups, 3 a layer on SmolLM2, and low levels to none); row: the same share in every row (default "
+        "for weight) or layer",
+    )
     parser.add_argument("--target", default="task_logit_diff", help="task_logit_diff (default) or task_correct")
+    parser.add_argument(
+        "--ablation", default="mean", choices=("zero", "mean", "corrupted"),
+        help="what removed units carry during the search: their mean over the reference prompts (default), zero, "
+        "or their activation on the corrupted prompt (tasks with corrupted prompts, e.g. ioi)",
+    )
     parser.add_argument("--retain", type=float, default=0.9, help="share of the dense logit difference to keep")
-    parser.add_argument("--sparsities", type=_sparsities, help="grid, e.g. 0.5,0.7,0.9 (default: 0.5..0.98)")
+    parser.add_argument(
+        "--sparsities", type=_sparsities,
+        help="levels in (0, 1): shares of units to remove, e.g. 0.1,0.5,0.9 (default: 0.05,0.1,0.2,...,0.95,0.98); "
+        "results count the units actually removed",
+    )
     parser.add_argument("--refine", type=int, default=3, help="bisection steps near the threshold (default: 3)")
-    parser.add_argument("--reference", type=int, default=32, help="prompts to score (default: 32)")
-    parser.add_argument("--heldout", type=int, default=64, help="held-out prompts to evaluate (default: 64)")
+    parser.add_argument("--reference", type=int, default=32, help="prompts to score and search on (default: 32)")
+    parser.add_argument("--heldout", type=int, default=64, help="held-out prompts to report on (default: 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
@@ -38,12 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from correction.circuits import CircuitConfig, discover_circuit, write_circuit
+    from correction.circuits.artifact import summary
 
     if args.out.exists() and not args.force:
         raise ExciseError(f"{args.out} already exists; choose another --out or pass --force to replace it")
     settings = {
         "model": args.model, "task": args.task, "method": args.method, "granularity": args.granularity,
-        "scope": args.scope, "target": args.target, "retain": args.retain, "refine_steps": args.refine,
+        "scope": args.scope, "target": args.target, "ablation": args.ablation, "retain": args.retain,
+        "refine_steps": args.refine,
         "reference": args.reference, "heldout": args.heldout, "seed": args.seed, "batch_size": args.batch_size,
         "device": args.device,
     }
@@ -51,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
         settings["sparsities"] = args.sparsities
     result = discover_circuit(CircuitConfig(**settings))
     write_circuit(result, args.out, force=args.force)
-    zero, mean = result.faithfulness["zero"], result.faithfulness["mean"]
     print(f"dense: logit diff {result.dense.logit_diff:.3f}, accuracy {result.dense.accuracy:.3f} "
           f"on {result.dense.count} held-out prompts")
-    print(f"circuit: sparsity {result.chosen.sparsity:.4g} ({result.chosen.weight_sparsity:.4f} of weights), "
-          f"logit diff {zero['logit_diff']:.3f} zero-ablated ({zero['retained']:.0%}), "
-          f"{mean['logit_diff']:.3f} mean-ablated ({mean['retained']:.0%})")
+    print(f"circuit: {summary(result)}")
+    print("held-out faithfulness: " + ", ".join(
+        f"{mode} {entry['retained']:.0%}" for mode, entry in result.faithfulness.items()))
+    if result.found and result.heldout["retained"] < args.retain:
+        print(f"note: on the held-out prompts it keeps {result.heldout['retained']:.0%}, less than the {args.retain:.0%} "
+              "it keeps on the reference prompts it was chosen on; more --reference prompts choose a level that "
+              "generalises better")
     print(f"wrote {args.out}")
     return 0
 

@@ -5,12 +5,12 @@
     result = score_in_worker("smollm2", windows, "lrp", granularities={"weight", "neuron"})
     result.scores  # Scores: weights by "<module>.weight", neurons/heads by layer index
 
-Methods (`SCORERS`): lrp, gradient, wanda, magnitude, activation; targets (`TARGETS`):
+Methods (`SCORERS`): lrp, gradient, eap, wanda, magnitude, activation; targets (`TARGETS`):
 next_token (default), predicted_token, task_correct, task_logit_diff.
 """
 
 # importing the method modules registers them
-from correction.scoring import activation, gradient, lrp, magnitude, wanda  # noqa: F401
+from correction.scoring import activation, eap, gradient, lrp, magnitude, wanda  # noqa: F401
 from correction.scoring.base import GRANULARITIES, SCORERS, Scorer, ScorerConfig, kv_group_scores, register_scorer
 from correction.scoring.batches import ReferenceBatch, ReferenceData, TaskTarget, as_batches
 from correction.scoring.gradient import RelevanceConfig

@@ -47,6 +47,8 @@ class Scorer(ABC):
     supported_granularities: ClassVar[tuple[str, ...]] = GRANULARITIES
     #: False for scorers that look only at the weights (no reference data, no steps)
     needs_data: ClassVar[bool] = True
+    #: True for scorers that compare each prompt with its corrupted counterpart (EAP)
+    needs_corrupted: ClassVar[bool] = False
 
     def __init__(self, adapter: ModelAdapter, granularities: set[str], target: Target, config: ScorerConfig):
         unsupported = set(granularities) - set(self.supported_granularities)

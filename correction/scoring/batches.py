@@ -30,12 +30,16 @@ class ReferenceBatch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor | None = None  # [B, T], 1 = real token
     target: TaskTarget | None = None
+    #: [B, T] the same prompts with the task's key words swapped (IOI: names), for EAP
+    corrupted_input_ids: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.input_ids.dim() != 2:
             raise ExciseError(f"reference input_ids must be [batch, tokens]; got shape {tuple(self.input_ids.shape)}")
         if self.attention_mask is not None and self.attention_mask.shape != self.input_ids.shape:
             raise ExciseError("reference attention_mask must have the shape of input_ids")
+        if self.corrupted_input_ids is not None and self.corrupted_input_ids.shape != self.input_ids.shape:
+            raise ExciseError("reference corrupted_input_ids must have the shape of input_ids (same token lengths)")
         if self.target is not None and self.target.position.shape != (len(self),):
             raise ExciseError("a task target needs one position, correct (and incorrect) token per sample")
 
@@ -59,7 +63,7 @@ class ReferenceBatch:
         target = self.target
         if target is not None:
             target = TaskTarget(move(target.position), move(target.correct), move(target.incorrect))
-        return ReferenceBatch(move(self.input_ids), move(self.attention_mask), target)
+        return ReferenceBatch(move(self.input_ids), move(self.attention_mask), target, move(self.corrupted_input_ids))
 
 
 ReferenceData = torch.Tensor | Sequence[ReferenceBatch]

@@ -67,6 +67,7 @@ def make_example(template: str, order: str, io: str, s: str, place: str, obj: st
 class IoiTask(Task):
     name = "ioi"
     strict_tokens = True
+    has_corrupted = True
 
     def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
         names = single_token_words(tokenizer, NAMES)

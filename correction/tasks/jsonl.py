@@ -1,7 +1,9 @@
 """User tasks from a JSONL file: one object per line with `prompt`, `correct`, `incorrect`.
 
 `correct` and `incorrect` are the continuations to compare (e.g. " Paris" and
-" London", with their leading space). A continuation that is more than one token
+" London", with their leading space). An optional `corrupted` is the same prompt with
+the task-relevant words swapped out, of the same token length (needed by corrupted
+ablation and the EAP scorer). A continuation that is more than one token
 is scored by its first token, with a warning naming the prompts concerned.
 Blank lines are skipped; any other malformed line is an error naming the line.
 """
@@ -34,7 +36,10 @@ def parse_line(text: str, where: str) -> TaskExample:
             raise ExciseError(f"{where} has an empty or non-string {field!r}; give non-empty text")
     if record["correct"] == record["incorrect"]:
         raise ExciseError(f"{where} has the same correct and incorrect continuation; make them differ")
-    return TaskExample(prompt=record["prompt"], correct=record["correct"], incorrect=record["incorrect"])
+    corrupted = record.get("corrupted")
+    if corrupted is not None and (not isinstance(corrupted, str) or not corrupted.strip()):
+        raise ExciseError(f"{where} has an empty or non-string 'corrupted'; give the prompt with its key words swapped")
+    return TaskExample(prompt=record["prompt"], correct=record["correct"], incorrect=record["incorrect"], corrupted=corrupted)
 
 
 def read_examples(path: Path) -> list[TaskExample]:
@@ -58,6 +63,7 @@ class JsonlTask(Task):
         self.path = Path(path)
         self.name = self.path.stem
         self._examples = read_examples(self.path)  # read now: a bad file fails before any model loads
+        self.has_corrupted = all(e.corrupted is not None for e in self._examples)
 
     def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
         examples = list(self._examples)

@@ -15,9 +15,13 @@ class TaskScore:
     accuracy: float  # share of prompts where the correct continuation beats the incorrect one
     top1: float  # share of prompts where the correct continuation is the most likely next token
     count: int
+    logit_diff_sem: float = 0.0  # standard error of that mean over the prompts
 
     def as_dict(self) -> dict[str, float]:
-        return {"logit_diff": self.logit_diff, "accuracy": self.accuracy, "top1": self.top1, "count": self.count}
+        return {
+            "logit_diff": self.logit_diff, "logit_diff_sem": self.logit_diff_sem, "accuracy": self.accuracy,
+            "top1": self.top1, "count": self.count,
+        }
 
 
 @torch.no_grad()
@@ -42,6 +46,7 @@ def score_logits(logits: torch.Tensor, batch: TaskBatch) -> TaskScore:
         accuracy=float((diff > 0).float().mean()),
         top1=float((logits.argmax(dim=-1) == batch.correct_ids).float().mean()),
         count=len(batch),
+        logit_diff_sem=float(diff.std() / len(batch) ** 0.5) if len(batch) > 1 else 0.0,
     )
 
 

@@ -21,6 +21,8 @@ class Task(ABC):
     name: ClassVar[str]
     #: whether a continuation that is not one token is an error (else: first token, with a warning)
     strict_tokens: ClassVar[bool]
+    #: whether every example has a corrupted counterpart (for corrupted ablation and EAP)
+    has_corrupted: bool = False
 
     @abstractmethod
     def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:

@@ -54,30 +54,89 @@ def _args(model, task, out, *extra):
 def test_circuit_command_writes_the_artifact(tiny_llama_dir, task_file, tmp_path, capsys):
     out = tmp_path / "circuit"
     assert main(_args(tiny_llama_dir, task_file, out)) == 0
-    assert "circuit: sparsity" in capsys.readouterr().out
+    assert "circuit: " in capsys.readouterr().out
     manifest = Manifest.load(out)  # verifies every file's hash
     assert manifest.kind == "circuit" and manifest.method.granularity == "head"
+    assert manifest.method.params["ablation"] == "mean" and manifest.method.params["scope"] == "global"
     assert {"masks.safetensors", "circuit.json", "circuit.dot", "curve.json", "curve.png", "heatmap.png", "README.md"} <= set(manifest.files)
     curve = json.loads((out / "curve.json").read_text())
     chosen = curve["chosen"]
-    assert chosen["logit_diff"] >= curve["threshold"] == pytest.approx(0.9 * curve["dense"]["logit_diff"])
+    assert curve["found"] and chosen["logit_diff"] >= curve["threshold"] == pytest.approx(0.9 * curve["search_dense"]["logit_diff"])
     assert all(p["logit_diff"] < curve["threshold"] for p in curve["points"] if p["sparsity"] > chosen["sparsity"])
-    top_passes = curve["points"][-1]["logit_diff"] >= curve["threshold"]
-    assert len(curve["points"]) == (3 if top_passes else 4)  # three grid levels (+ one bisection)
+    assert all(p["removed"] > 0 and p["sparsity"] == p["removed"] / 8 for p in curve["points"])  # 2 layers x 4 heads
+    assert len({p["removed"] for p in curve["points"]}) == len(curve["points"])  # every mask evaluated once
     masks = MaskSet.load(out)
     removed = sum(int((~m).sum()) for m in masks.heads.values())
-    assert removed == removal_count(8, chosen["sparsity"])  # 2 layers x 4 query heads, ranked globally
+    assert removed == chosen["removed"] == round(manifest.method.sparsity * 8)
     graph = json.loads((out / "circuit.json").read_text())
     assert sum(n["kind"] == "head" for n in graph["nodes"]) == 8 - removed
     faithful = manifest.metrics["faithfulness"]
-    assert faithful["zero"]["logit_diff"] == pytest.approx(chosen["logit_diff"], abs=1e-5)
-    assert set(faithful) == {"zero", "mean"}
+    assert set(faithful) == {"zero", "mean"} and curve["heldout"] == faithful  # no corrupted prompts in this file
+    assert faithful["mean"]["count"] == 4
 
 
-def test_unreachable_retained_level_exits_2_and_writes_nothing(tiny_llama_dir, task_file, tmp_path, capsys):
+def test_unreachable_level_writes_the_best_level_and_its_curve(tiny_llama_dir, task_file, tmp_path, capsys):
     out = tmp_path / "circuit"
-    code = main(_args(tiny_llama_dir, task_file, out, "--retain", "50"))
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2
-    assert error.startswith("excise: error: no sparsity keeps 5000% of the dense logit difference") and "the best was" in error
-    assert not out.exists() and not list(tmp_path.iterdir())
+    assert main(_args(tiny_llama_dir, task_file, out, "--retain", "50")) == 0
+    printed = capsys.readouterr().out
+    assert "no level keeps 5000% of the dense logit difference" in printed and "the best level:" in printed
+    curve = json.loads((out / "curve.json").read_text())
+    assert not curve["found"] and curve["points"]
+    assert curve["chosen"] == max(curve["points"], key=lambda p: (p["logit_diff"], p["sparsity"]))
+    assert Manifest.load(out).method.params["found"] is False
+
+
+def _one_line_exit_2(capsys, code: int) -> str:
+    err = capsys.readouterr().err.strip().splitlines()  # model loading may log progress before it
+    assert code == 2 and err[-1].startswith("excise: error: ") and sum("excise:" in line for line in err) == 1
+    return err[-1]
+
+
+@pytest.fixture
+def no_scoring(monkeypatch):
+    """Bad input must be refused before any scoring starts."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("scoring started")
+
+    monkeypatch.setattr("correction.circuits.discovery.score_model", refuse)
+
+
+def test_corrupted_ablation_on_a_task_without_corrupted_prompts_exits_2(tiny_llama_dir, task_file, tmp_path, capsys, no_scoring):
+    out = tmp_path / "circuit"
+    error = _one_line_exit_2(capsys, main(_args(tiny_llama_dir, task_file, out, "--ablation", "corrupted")))
+    assert "needs corrupted prompts" in error and not out.exists()
+
+
+@pytest.mark.parametrize("grid", ["0,0.5", "0.5,1", "1.5"])
+def test_a_grid_outside_0_1_exits_2(tiny_llama_dir, task_file, tmp_path, capsys, grid, no_scoring):
+    args = _args(tiny_llama_dir, task_file, tmp_path / "c")
+    args[args.index("--sparsities") + 1] = grid
+    assert "outside (0, 1)" in _one_line_exit_2(capsys, main(args))
+
+
+def test_continuations_with_the_same_first_token_exit_2(tiny_llama_dir, tmp_path, capsys, no_scoring):
+    tokenizer = load_model(tiny_llama_dir).tokenizer
+    words = [t for t in range(len(tokenizer)) if tokenizer.encode(tokenizer.decode([t]), add_special_tokens=False) == [t]]
+    first, a, b = (tokenizer.decode([t]) for t in words[-3:])
+    pair = next(
+        (first + x, first + y) for x, y in [(a, b), (b, a)]
+        if tokenizer.encode(first + x, add_special_tokens=False)[0] == tokenizer.encode(first + y, add_special_tokens=False)[0]
+    )
+    path = tmp_path / "same.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "correct": pair[0], "incorrect": pair[1]}) + "\n" for p in PROMPTS))
+    error = _one_line_exit_2(capsys, main(_args(tiny_llama_dir, path, tmp_path / "c")))
+    assert "start with the same token" in error
+
+
+def test_eval_task_on_a_circuit_reproduces_its_held_out_report(tiny_llama_dir, task_file, tmp_path, capsys):
+    out = tmp_path / "circuit"
+    assert main(_args(tiny_llama_dir, task_file, out)) == 0
+    capsys.readouterr()
+    args = ["eval", "task", "--model", str(tiny_llama_dir), "--task", str(task_file), "--mask", str(out),
+            "--reference", "4", "--heldout", "4"]
+    assert main(args) == 0
+    masked = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "mean-ablated" in masked  # the ablation the circuit was searched with, from its manifest
+    mean = Manifest.load(out).metrics["faithfulness"]["mean"]
+    assert f"logit diff {mean['logit_diff']:.4f}, accuracy {mean['accuracy']:.4f}" in masked

@@ -30,6 +30,7 @@ def test_structured_mask_gives_the_documented_graph(adapter):
     assert mlp["kept_neurons"] == 2 and mlp["neurons"] == [3, 7]
     assert graph["edges"] == [["input", "a0.h0"], ["input", "a0.h3"], ["a0.h0", "m1"], ["a0.h3", "m1"], ["m1", "logits"]]
     assert (graph["num_layers"], graph["num_heads"], graph["num_neurons"]) == (2, 4, 128)
+    assert graph["removed"] == {"heads": 6, "neurons": 128 + 126}  # counted on the mask
     dot = graph_to_dot(graph)
     assert dot.startswith("digraph circuit {") and '"a0.h3" -> "m1";' in dot and "2/128 neurons" in dot
 

@@ -73,3 +73,15 @@ def test_bad_task_file_exits_2_with_one_line(tmp_path, tiny_llama_dir, capsys):
 def test_missing_task_file_is_an_error(tmp_path):
     with pytest.raises(ExciseError, match="does not exist"):
         load_task(str(tmp_path / "none.jsonl"))
+
+
+def test_an_optional_corrupted_prompt_gives_the_task_corrupted_counterparts(tmp_path, tokenizer):
+    records = [{"prompt": f"The quick brown fox {i}", "correct": " jumps", "incorrect": " dog",
+                "corrupted": f"The slow brown cat {i}"} for i in range(4)]
+    task = load_task(str(_write(tmp_path / "fox.jsonl", records)))
+    assert task.has_corrupted
+    split = split_task(task, tokenizer, reference=2, heldout=2)
+    assert split.encode(tokenizer, "heldout", corrupted=True).input_ids.shape[0] == 2
+    assert not load_task(str(_write(tmp_path / "plain.jsonl", [{k: v for k, v in records[0].items() if k != "corrupted"}]))).has_corrupted
+    with pytest.raises(ExciseError, match="non-string 'corrupted'"):
+        load_task(str(_write(tmp_path / "bad.jsonl", [records[0] | {"corrupted": 3}])))
