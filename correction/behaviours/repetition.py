@@ -2,38 +2,49 @@
 
 Undesired reference: each reference prompt with its 50-token greedy continuation
 when that is repetitive (uniqueness ratio < 0.5). Metric: uniqueness ratio; the
-primary number is the share of prompts below 0.5.
+primary number is the share of prompts below 0.5 (Wilson interval), the mean ratio
+has a bootstrap interval over prompts.
 """
 
 from __future__ import annotations
 
-from correction.behaviours.base import Behaviour, BehaviourMeasurement
+from correction.behaviours.base import Behaviour, BehaviourMeasurement, UndesiredText, with_intervals
 from correction.errors import ExciseError
-from correction.evaluation.repetition import RepetitionProtocol, evaluate_repetition
+from correction.evaluation.repetition import RepetitionProtocol, repetition_of
 
 
 class RepetitionBehaviour(Behaviour):
     name = "repetition"
     prompt_set = "repetition"
     primary = "repetitive_share"
+    secondary = "mean_uniqueness"
     help = "looping continuations (share of 50-token greedy continuations with uniqueness ratio < 0.5)"
 
-    def measure(self, generator, prompts, settings) -> BehaviourMeasurement:
-        summary = evaluate_repetition(generator, prompts, RepetitionProtocol()).summary
+    def sampling(self, settings):
+        return RepetitionProtocol().sampling()
+
+    def summarize(self, generated, settings) -> BehaviourMeasurement:
+        protocol = RepetitionProtocol()
+        result = repetition_of(generated, protocol)
+        summary = result.summary
+        shows = [ratio < protocol.threshold for ratio in result.ratios]
+        metrics = {
+            "repetitive_share": summary.repetitive_share,
+            "mean_uniqueness": summary.mean_uniqueness,
+            "prompts": summary.prompts,
+        }
         return BehaviourMeasurement(
-            metrics={
-                "repetitive_share": summary.repetitive_share,
-                "mean_uniqueness": summary.mean_uniqueness,
-                "prompts": summary.prompts,
-            },
+            metrics=with_intervals(metrics, shows, result.ratios, self.primary, self.secondary, settings.seed),
             primary=self.primary,
+            shows=tuple(shows),
+            values=tuple(result.ratios),
         )
 
-    def undesired_texts(self, generator, prompts, settings) -> list[str]:
+    def undesired(self, prompts, generated, settings) -> list[UndesiredText]:
         protocol = RepetitionProtocol()
-        result = evaluate_repetition(generator, prompts, protocol)
+        result = repetition_of(generated, protocol)
         texts = [
-            prompt + continuation
+            UndesiredText(prompt, continuation)
             for prompt, continuation, ratio in zip(prompts, result.continuations, result.ratios, strict=True)
             if ratio < protocol.threshold
         ]

@@ -30,12 +30,16 @@ class ReferenceBatch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor | None = None  # [B, T], 1 = real token
     target: TaskTarget | None = None
+    #: [B, T], 1 = a token of the behaviour to explain (a continuation after its prompt); None = every real token
+    scored: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.input_ids.dim() != 2:
             raise ExciseError(f"reference input_ids must be [batch, tokens]; got shape {tuple(self.input_ids.shape)}")
         if self.attention_mask is not None and self.attention_mask.shape != self.input_ids.shape:
             raise ExciseError("reference attention_mask must have the shape of input_ids")
+        if self.scored is not None and self.scored.shape != self.input_ids.shape:
+            raise ExciseError("reference scored mask must have the shape of input_ids")
         if self.target is not None and self.target.position.shape != (len(self),):
             raise ExciseError("a task target needs one position, correct (and incorrect) token per sample")
 
@@ -49,8 +53,16 @@ class ReferenceBatch:
             return torch.ones(self.input_ids.shape, device=self.input_ids.device)
         return self.attention_mask.float()
 
+    @property
+    def scored_mask(self) -> torch.Tensor:
+        """`[B, T]` float mask of the tokens whose statistics and targets count (real and scored)."""
+        return self.mask if self.scored is None else self.mask * self.scored.float()
+
     def num_tokens(self) -> int:
         return int(self.mask.sum().item())
+
+    def num_scored_tokens(self) -> int:
+        return int(self.scored_mask.sum().item())
 
     def to(self, device: torch.device | str) -> ReferenceBatch:
         def move(t):
@@ -59,7 +71,7 @@ class ReferenceBatch:
         target = self.target
         if target is not None:
             target = TaskTarget(move(target.position), move(target.correct), move(target.incorrect))
-        return ReferenceBatch(move(self.input_ids), move(self.attention_mask), target)
+        return ReferenceBatch(move(self.input_ids), move(self.attention_mask), target, move(self.scored))
 
 
 ReferenceData = torch.Tensor | Sequence[ReferenceBatch]

@@ -83,13 +83,13 @@ def test_mismatched_scores_are_refused():
         contrastive_scores(GENERAL, Scores(neurons={0: torch.ones(4)}), "neuron", "overall")
 
 
-def test_choose_takes_the_largest_reduction_within_the_bound():
-    rows = [
-        {"budget": 10, "reduction": 0.2, "perplexity_increase": 0.001},
-        {"budget": 20, "reduction": 0.5, "perplexity_increase": 0.015},
-        {"budget": 30, "reduction": 0.5, "perplexity_increase": 0.019},
-        {"budget": 40, "reduction": 0.9, "perplexity_increase": 0.05},
-    ]
+def test_choose_reads_validation_only():
+    def row(budget, validation, increase, test):
+        return {"budget": budget, "validation": {"reduction": validation}, "test": {"reduction": test},
+                "perplexity_validation_increase": increase, "perplexity_test_increase": 0.0}
+
+    # the test column would prefer K=10 and K=40; the choice must not look at it
+    rows = [row(10, 0.2, 0.001, 0.99), row(20, 0.5, 0.015, 0.1), row(30, 0.5, 0.019, 0.1), row(40, 0.9, 0.05, 0.99)]
     assert choose(rows, 0.02)["budget"] == 20
     assert choose(rows, 0.1)["budget"] == 40
     assert choose(rows, 0.0) is None
@@ -98,7 +98,8 @@ def test_choose_takes_the_largest_reduction_within_the_bound():
 def tiny_config(model, **changes) -> CorrectConfig:
     base = dict(
         model=str(model), behaviour="repetition", method="wanda", granularity="neuron", budget=5,
-        general="wiki:4x32", evaluation="wiki:2x32", settings=EvaluationSettings(max_prompts=4, samples=2),
+        general="wiki:4x32", evaluation="wiki:2x32", validation_windows=2, second_evaluation="news:2x32",
+        settings=EvaluationSettings(max_prompts=4, samples=2, reference_samples=2), backend="transformers", sweep=None,
     )
     return CorrectConfig(**(base | changes))
 
@@ -113,7 +114,11 @@ def test_correct_writes_a_valid_artifact_removing_exactly_k(tiny_llama_dir, tmp_
     assert sum(int((~keep).sum()) for keep in masks.neurons.values()) == 5
     metrics = manifest.metrics
     assert metrics["budget"] == 5 and metrics["repetition"]["primary"] == "repetitive_share"
-    assert set(metrics["perplexity"]) == {"before", "after"}
+    assert set(metrics["perplexity"]) == {"before", "after"} and set(metrics["perplexity_news"]) == {"before", "after"}
+    assert metrics["repetition"]["split"] == "test" and set(metrics["validation"]) == {"before", "after"}
+    low, high = metrics["repetition"]["after"]["repetitive_share_low"], metrics["repetition"]["after"]["repetitive_share_high"]
+    assert low <= metrics["repetition"]["after"]["repetitive_share"] <= high
+    assert metrics["generation"]["calls"] and {c["backend"] for c in metrics["generation"]["calls"]} == {"transformers"}
     assert manifest.method.name == "wanda" and manifest.method.params["contrast"] == "general - undesired"
     # the recorded perplexity after is the masked model's
     loaded = load_model(tiny_llama_dir)
@@ -130,7 +135,7 @@ def test_sweep_records_every_budget_and_keeps_one_within_the_bound(tiny_llama_di
     metrics = Manifest.load(out).metrics
     assert [row["budget"] for row in metrics["sweep"]] == [2, 6]
     chosen = next(row for row in metrics["sweep"] if row["budget"] == metrics["budget"])
-    assert chosen["perplexity_increase"] <= 1.0
+    assert chosen["perplexity_validation_increase"] <= 1.0
     assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
 
 
@@ -146,7 +151,13 @@ def cli(capsys, *args) -> tuple[int, str]:
         (["--behaviour", "sarcasm"], "unknown behaviour 'sarcasm' (no reference set)"),
         (["--behaviour", "repetition", "--method", "magnitude"], "cannot contrast"),
         (["--behaviour", "toxicity", "--toxicity-scorer", "broken-for-test"], "failed to load"),
-        (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2"], "nothing to correct"),
+        (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2", "--reference-samples", "2",
+          "--backend", "transformers"], "nothing to correct"),
+        (["--behaviour", "toxicity", "--sweep", "25,x"], "cannot read --sweep '25,x'"),
+        (["--behaviour", "toxicity", "--sweep", "0,5"], "needs positive budgets"),
+        (["--behaviour", "repetition", "--sweep", "5,100000"], "exceeds the 256 neurons"),
+        (["--behaviour", "toxicity", "--max-prompts", "1"], "too small for the reference/validation/test split"),
+        (["--behaviour", "toxicity", "--param", "aggregation=bogus"], "bad --param for 'lrp'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_llama_dir, tmp_path, capsys):

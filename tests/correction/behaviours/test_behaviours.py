@@ -17,8 +17,8 @@ def test_registry_knows_toxicity_and_repetition():
 
 def test_prompts_come_from_the_right_half():
     behaviour = get_behaviour("toxicity")
-    heldout = behaviour.prompts("heldout")
-    assert heldout == [p.text for p in load_prompts("toxic", "heldout")]
+    assert behaviour.prompts("test") == [p.text for p in load_prompts("toxic", "test")]
+    assert behaviour.prompts("validation") == [p.text for p in load_prompts("toxic", "validation")]
     assert behaviour.prompts("reference", 5) == [p.text for p in load_prompts("toxic", "reference")][:5]
 
 
