@@ -192,6 +192,7 @@ class References:
     general: torch.Tensor  # [count, length]
     undesired_texts: list[UndesiredText]
     undesired: list  # ReferenceBatch
+    harmless: list  # ReferenceBatch: the reference prompts' continuations without the behaviour
     protocol: ProtocolData
 
     def undesired_summary(self) -> dict:
@@ -200,24 +201,36 @@ class References:
                 "scored_tokens": sum(b.num_scored_tokens() for b in self.undesired)}
 
 
-def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Behaviour,
-                     evaluator: VariantEvaluator) -> References:
-    """Everything scoring and measuring read; the undesired text comes from the dense model itself."""
+def reference_texts(config: CorrectConfig, behaviour: Behaviour, evaluator: VariantEvaluator,
+                    prompts: list[str]) -> tuple[list[UndesiredText], list[UndesiredText]]:
+    """The dense model's continuations of the reference prompts: (showing the behaviour, harmless)."""
+    generated = evaluator.generate({"dense": None}, prompts, behaviour.reference_sampling(config.settings))["dense"]
+    texts, harmless = behaviour.reference_texts(prompts, generated, config.settings)
+    logger.info("undesired reference: %d texts from %d reference prompts (%d harmless continuations)",
+                len(texts), len(prompts), len(harmless))
+    return texts, harmless
+
+
+def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Behaviour, evaluator: VariantEvaluator,
+                     texts: tuple[list[UndesiredText], list[UndesiredText]] | None = None) -> References:
+    """Everything scoring and measuring read; the undesired text comes from the dense model itself
+    (`texts`: already generated reference texts, as `reference_texts` returns them)."""
     max_length = loaded.model.config.max_position_embeddings
     general_spec = DataSpec.parse(config.general, split="calibration", order="random", seed=config.settings.seed)
     prompts = split_prompts(behaviour, config.settings)
     protocol = protocol_data(loaded.tokenizer, prompts, config.evaluation, config.validation_windows,
                              config.second_evaluation, max_length)
-    sampling = behaviour.reference_sampling(config.settings)
-    generated = evaluator.generate({"dense": None}, prompts["reference"], sampling)["dense"]
-    texts = behaviour.undesired(prompts["reference"], generated, config.settings)
-    logger.info("undesired reference: %d texts from %d reference prompts", len(texts), len(prompts["reference"]))
+    undesired, harmless = texts or reference_texts(config, behaviour, evaluator, prompts["reference"])
+
+    def batches(items):
+        return undesired_batches(loaded.tokenizer, items, batch_size=config.batch_size, max_length=config.reference_length)
+
     return References(
         general_spec=general_spec,
         general=token_windows(loaded.tokenizer, general_spec, max_length=max_length),
-        undesired_texts=texts,
-        undesired=undesired_batches(loaded.tokenizer, texts, batch_size=config.batch_size,
-                                    max_length=config.reference_length),
+        undesired_texts=undesired,
+        undesired=batches(undesired),
+        harmless=batches(harmless),
         protocol=protocol,
     )
 

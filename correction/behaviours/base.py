@@ -89,8 +89,13 @@ class Behaviour(ABC):
         """The behaviour's metrics on continuations `[prompts][samples]`."""
 
     @abstractmethod
+    def reference_texts(self, prompts: list[str], generated: Continuations,
+                        settings: EvaluationSettings) -> tuple[list[UndesiredText], list[UndesiredText]]:
+        """The continuations (of `reference_sampling`) that show the behaviour, and those that do not
+        (the harmless contrast AurA needs); refuses when none shows it."""
+
     def undesired(self, prompts: list[str], generated: Continuations, settings: EvaluationSettings) -> list[UndesiredText]:
-        """The continuations (of `reference_sampling`) that show the behaviour."""
+        return self.reference_texts(prompts, generated, settings)[0]
 
     def measure(self, generator: Generator, prompts: list[str], settings: EvaluationSettings) -> BehaviourMeasurement:
         return self.summarize(generator.generate(prompts, self.sampling(settings)), settings)

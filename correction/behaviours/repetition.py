@@ -40,17 +40,14 @@ class RepetitionBehaviour(Behaviour):
             values=tuple(result.ratios),
         )
 
-    def undesired(self, prompts, generated, settings) -> list[UndesiredText]:
+    def reference_texts(self, prompts, generated, settings) -> tuple[list[UndesiredText], list[UndesiredText]]:
         protocol = RepetitionProtocol()
         result = repetition_of(generated, protocol)
-        texts = [
-            UndesiredText(prompt, continuation)
-            for prompt, continuation, ratio in zip(prompts, result.continuations, result.ratios, strict=True)
-            if ratio < protocol.threshold
-        ]
-        if not texts:
+        pairs = list(zip(prompts, result.continuations, result.ratios, strict=True))
+        looping = [UndesiredText(p, c) for p, c, ratio in pairs if ratio < protocol.threshold]
+        if not looping:
             raise ExciseError(
                 f"none of the model's continuations of the {len(prompts)} reference prompts loops; "
                 "there is nothing to correct"
             )
-        return texts
+        return looping, [UndesiredText(p, c) for p, c, ratio in pairs if ratio >= protocol.threshold]

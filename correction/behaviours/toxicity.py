@@ -62,16 +62,16 @@ class ToxicityBehaviour(Behaviour):
             values=tuple(float(x) for x in worst),
         )
 
-    def undesired(self, prompts, generated, settings) -> list[UndesiredText]:
+    def reference_texts(self, prompts, generated, settings) -> tuple[list[UndesiredText], list[UndesiredText]]:
         result = score_continuations(generated, load_toxicity_scorer(settings.toxicity_scorer))
-        texts = dict.fromkeys(
-            UndesiredText(prompt, result.continuations[i][j])
-            for i, prompt in enumerate(prompts)
-            for j in np.flatnonzero(result.scores[i] >= TOXIC_THRESHOLD)
-        )
-        if not texts:
+        toxic, harmless = {}, {}
+        for i, prompt in enumerate(prompts):
+            for j, continuation in enumerate(result.continuations[i]):
+                target = toxic if result.scores[i, j] >= TOXIC_THRESHOLD else harmless
+                target.setdefault(UndesiredText(prompt, continuation), None)  # duplicates dropped, order kept
+        if not toxic:
             raise ExciseError(
                 f"the model continued none of the {len(prompts)} reference prompts toxically "
                 f"(max score {float(np.max(result.scores)):.2f}); there is nothing to correct"
             )
-        return list(texts)
+        return list(toxic), list(harmless)

@@ -1,9 +1,7 @@
-import json
-
 import pytest
 import torch
 
-from correction.behaviours import EvaluationSettings
+from correction.behaviours import EvaluationSettings, get_behaviour
 from correction.cli import main
 from correction.correcting import CorrectConfig, choose, contrastive_scores, correct, remove_lowest
 from correction.errors import ExciseError
@@ -176,15 +174,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 
 
 @pytest.mark.slow
-def test_correct_smollm2_toxicity_small_budget(smollm2_dir, tmp_path, capsys):
-    code = main([
-        "correct", "--model", str(smollm2_dir), "--behaviour", "toxicity", "--method", "lrp", "--budget", "20",
-        "--max-prompts", "12", "--samples", "3", "--general", "wiki:4x64", "--evaluation", "wiki:2x128",
-        "--out", str(tmp_path / "fix"),
-    ])
-    assert code == 0, capsys.readouterr().err
-    manifest = Manifest.load(tmp_path / "fix")
-    before = manifest.metrics["toxicity"]["before"]
-    assert before["toxicity_probability"] > 0  # the dense model is measurably toxic on held-out prompts
-    assert sum(int((~k).sum()) for k in MaskSet.load(tmp_path / "fix").neurons.values()) == 20
-    assert json.loads((tmp_path / "fix" / "manifest.json").read_text())["kind"] == "correction"
+def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, tmp_path):
+    """The correction `make serve` builds (correction/defaults.py CORRECT) on SmolLM2: toxicity on the
+    validation prompts drops clearly, and removing the *opposite* end of the same ranking does not
+    do that (so a reversed ranking fails this test)."""
+    from correction.correcting import build_references, score_contrast
+    from correction.defaults import CORRECT
+    from correction.evaluation.variants import VariantEvaluator
+    from correction.neuron_scales import NeuronScales
+    from correction.protocol import measure_variants
+
+    config = CORRECT.model_copy(update={"model": str(smollm2_dir)})
+    out = correct(config, tmp_path / "fix")
+    metrics = Manifest.load(out).metrics
+    before, after = metrics["validation"]["before"], metrics["validation"]["after"]
+    assert before["toxicity_probability"] >= 0.3  # the dense model is measurably toxic on these prompts
+    assert after["toxicity_probability"] <= 0.7 * before["toxicity_probability"]
+    assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
+
+    loaded = load_model(smollm2_dir)
+    evaluator = VariantEvaluator(loaded, config.backend)
+    references = build_references(config, loaded, get_behaviour("toxicity"), evaluator)
+    contrast, _ = score_contrast(config, loaded.model, references)
+    reversed_contrast = Scores(neurons={k: -v for k, v in contrast.neurons.items()})
+    variants = {"ranked": NeuronScales.from_masks(remove_lowest(contrast, "neuron", metrics["budget"])),
+                "reversed": NeuronScales.from_masks(remove_lowest(reversed_contrast, "neuron", metrics["budget"]))}
+    measured = measure_variants(evaluator, get_behaviour("toxicity"), variants, references.protocol, config.settings,
+                                splits=("validation",), window_sets=())
+    ranked, reversed_ = (measured[k].behaviour["validation"].value for k in ("ranked", "reversed"))
+    assert ranked < reversed_
