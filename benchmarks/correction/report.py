@@ -110,35 +110,33 @@ def plots(name: str, validations: list[dict], primary: str, out: Path) -> list[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
     methods = list(dict.fromkeys(r["method"] for r in validations))
+    by_method = {m: sorted((r for r in validations if r["method"] == m), key=lambda r: r["budget"]) for m in methods}
+
+    def save(axis, figure, xlabel: str, ylabel: str, title: str, file: str) -> str:
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / file, dpi=110)
+        plt.close(figure)
+        return file
+
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for method in methods:
-        rows = sorted((r for r in validations if r["method"] == method), key=lambda r: r["budget"])
+    for method, rows in by_method.items():
         axis.plot([100 * r["perplexity_validation_increase"] for r in rows], [r[primary] for r in rows], marker="o", label=method)
     axis.axvline(100 * TARGET_PPL, color="grey", linestyle=":")
-    axis.set_xlabel("validation perplexity increase (%)")
-    axis.set_ylabel(f"{primary} (validation prompts)")
-    axis.set_title(f"SmolLM2 {name}: behaviour vs perplexity, per method (points: K)")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    files.append(f"correction_{name}_tradeoff.png")
-    figure.savefig(out / files[-1], dpi=110)
+    files = [save(axis, figure, "validation perplexity increase (%)", f"{primary} (validation prompts)",
+                  f"SmolLM2 {name}: behaviour vs perplexity, per method (points: K)", f"correction_{name}_tradeoff.png")]
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for offset, method in enumerate(methods):
-        rows = sorted((r for r in validations if r["method"] == method), key=lambda r: r["budget"])
-        x = [r["budget"] * (1 + 0.02 * (offset - len(methods) / 2)) for r in rows]
-        y = [r[primary] for r in rows]
+    for offset, (method, rows) in enumerate(by_method.items()):
+        x = [r["budget"] * (1 + 0.02 * (offset - len(methods) / 2)) for r in rows]  # side by side, not on top
         err = [[r[primary] - r[f"{primary}_interval"][0] for r in rows], [r[f"{primary}_interval"][1] - r[primary] for r in rows]]
-        axis.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+        axis.errorbar(x, [r[primary] for r in rows], yerr=err, marker="o", capsize=3, label=method)
     axis.set_xscale("log")
-    axis.set_xlabel("K (neurons edited)")
-    axis.set_ylabel(f"{primary} on validation (95% Wilson)")
-    axis.set_title(f"SmolLM2 {name}: behaviour vs K")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    files.append(f"correction_{name}_budgets.png")
-    figure.savefig(out / files[-1], dpi=110)
+    files.append(save(axis, figure, "K (neurons edited)", f"{primary} on validation (95% Wilson)",
+                      f"SmolLM2 {name}: behaviour vs K", f"correction_{name}_budgets.png"))
     return files
 
 
