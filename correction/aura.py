@@ -56,7 +56,8 @@ def text_activations(adapter: ModelAdapter, batches: list[ReferenceBatch]) -> di
         for batch in batches:
             current["batch"] = batch = batch.to(device)
             adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    return {index: torch.cat(parts) for index, parts in collected.items()}
+    widths = {layer.index: layer.mlp.num_neurons for layer in adapter.layers()}
+    return {index: torch.cat(parts) if parts else torch.zeros(0, widths[index]) for index, parts in collected.items()}
 
 
 def aura_aurocs(adapter: ModelAdapter, undesired: list[ReferenceBatch], harmless: list[ReferenceBatch]) -> dict[int, torch.Tensor]:

@@ -143,9 +143,10 @@ def plots(name: str, validations: list[dict], primary: str, out: Path) -> list[s
 def write_report(results: dict, settings: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} when written"
-    lines = ["# Targeted correction on SmolLM2-135M (full protocol)", "",
+    lines = ["# Targeted correction: LRP and peers by the reference / validation / test protocol", "",
              f"Command: `{settings['command']}` (resumable stages in `{settings['work']}`)  ",
-             f"Machine: {machine}; SmolLM2-135M-Instruct as dequantized from its Q4_1 GGUF, fp32.", ""]
+             f"Machine: {machine}. Model: `{settings['model']}` (smollm2 = SmolLM2-135M-Instruct as dequantized "
+             "from its Q4_1 GGUF), fp32.", ""]
     summary = {"settings": {k: v for k, v in settings.items() if k not in ("out", "work")}, "behaviours": {}}
     for name, result in results.items():
         behaviour = get_behaviour(name)
@@ -154,7 +155,9 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         validations = [row for method, entry in result["methods"].items()
                        for row in validation_rows(method, entry, dense, result["budgets"], behaviour)]
         tests = [test_row(method, entry, dense, behaviour) for method, entry in result["methods"].items()]
-        backends = sorted({c["backend"] for c in result["generation"]["calls"]}) or ["(all stages reused)"]
+        generation = result["generation"]
+        backends = ", ".join(f"{stage} {g['backend']}" for stage, g in generation.items())
+        fallbacks = sorted({f for g in generation.values() for f in g["fallbacks"]})
         d_test, d_val = dense["test"]["behaviour"]["metrics"], dense["validation"]["behaviour"]["metrics"]
         lines += [f"## {name}", "",
                   f"Prompts: reference {result['prompts']['reference']}, validation {result['prompts']['validation']}, "
@@ -162,8 +165,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                   f"texts ({result['references']['scored_tokens']} continuation tokens scored, "
                   f"{result['references']['tokens']} in all), {result['references']['harmless_texts']} harmless "
                   f"continuations for AurA. Samples per prompt: validation {settings['validation_samples']}, test "
-                  f"{d_test.get('samples_per_prompt', 1)}. Generation backend of this run's calls: {', '.join(backends)}"
-                  f"{'; fallbacks: ' + '; '.join(result['generation']['fallbacks']) if result['generation']['fallbacks'] else ''}.",
+                  f"{d_test.get('samples_per_prompt', 1)}. Generation backend per stage: {backends}"
+                  f"{'; fallbacks: ' + '; '.join(fallbacks) if fallbacks else ''}.",
                   "",
                   f"Dense: validation {primary} {d_val[primary]:.3f} [{d_val[primary + '_low']:.3f}, {d_val[primary + '_high']:.3f}], "
                   f"test {d_test[primary]:.3f} [{d_test[primary + '_low']:.3f}, {d_test[primary + '_high']:.3f}], "
@@ -188,7 +191,9 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
             ("gen s", lambda r: f"{r['seconds_generation']:.0f}"), ("ppl s", lambda r: f"{r['seconds_perplexity']:.0f}"),
         ])
         images = plots(name, validations, primary, out)
-        lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations), ""]
+        failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
+        lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
+                  *failures, ""]
         summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test, "perplexity": dense["test"]["perplexity"]},
                                        "test": tests, "validation": validations, "references": result["references"],
                                        "prompts": result["prompts"], "generation": result["generation"]}

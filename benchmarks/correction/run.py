@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-QUICK = {"max_prompts": 6, "validation_samples": 2, "test_samples": 2, "reference_samples": 2, "budgets": "10,20",
-         "general": "wiki:4x64", "evaluation": "wiki:4x128", "validation_windows": 2, "second": "news:2x128",
-         "methods": "lrp,random", "behaviours": "toxicity"}
+QUICK = {"max_prompts": 5, "validation_samples": 1, "test_samples": 2, "reference_samples": 4, "budgets": "10,20",
+         "repetition_budgets": "10", "general": "wiki:4x64", "evaluation": "wiki:2x128", "validation_windows": 2,
+         "second": "news:2x128", "methods": "lrp,aura,random", "behaviours": "toxicity,repetition"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -92,89 +92,115 @@ def measurement(result, split) -> dict:
     return {"metrics": m.metrics, "shows": list(m.shows), "values": list(m.values)}
 
 
+def _stored_edit(edit) -> dict:
+    """A NeuronScales as JSON: layer -> {neuron: scale} for the changed neurons only."""
+    return {str(layer): {str(int(i)): float(scale[i]) for i in (scale != 1).nonzero().flatten()}
+            for layer, scale in edit.scales.items()}
+
+
+def _loaded_edit(stored: dict, widths: dict[int, int]):
+    import torch
+
+    from correction.neuron_scales import NeuronScales
+
+    scales = {}
+    for layer, width in widths.items():
+        scale = torch.ones(width)
+        for index, value in stored.get(str(layer), {}).items():
+            scale[int(index)] = value
+        scales[layer] = scale
+    return NeuronScales(scales)
+
+
 def run_behaviour(name: str, args, stages: Stages) -> dict:
-    from correction.behaviours import EvaluationSettings, get_behaviour
-    from correction.behaviours import UndesiredText
+    from correction.behaviours import EvaluationSettings, UndesiredText, get_behaviour
     from correction.correcting import CorrectConfig, build_references, reference_texts
-    from correction.protocol import split_prompts
     from correction.correction_methods import METHODS, rank
+    from correction.errors import ExciseError
     from correction.evaluation.variants import VariantEvaluator
+    from correction.models.adapters import get_adapter
     from correction.models.loading import load_model
-    from correction.protocol import measure_variants
+    from correction.protocol import measure_variants, split_prompts
 
     behaviour = get_behaviour(name)
     budgets = [int(k) for k in (args.budgets if name == "toxicity" else args.repetition_budgets).split(",")]
+    methods = args.methods.split(",")
     base = EvaluationSettings(samples=args.validation_samples, reference_samples=args.reference_samples,
                               max_prompts=args.max_prompts)
     config = CorrectConfig(model=args.model, behaviour=name, general=args.general, evaluation=args.evaluation,
                            validation_windows=args.validation_windows, second_evaluation=args.second,
                            settings=base, backend=args.backend)
     loaded = load_model(args.model)
+    widths = {layer.index: layer.mlp.num_neurons for layer in get_adapter(loaded.model).layers()}
     evaluator = VariantEvaluator(loaded, args.backend)
 
     def generate_references():
         started = time.perf_counter()
         texts = reference_texts(config, behaviour, evaluator, split_prompts(behaviour, base)["reference"])
         return {"texts": [[[t.prompt, t.continuation] for t in part] for part in texts],
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started,
+                "generation": {"backend": evaluator.report["calls"][-1]["backend"],
+                               "fallbacks": list(evaluator.report["fallbacks"])}}
 
     stored = stages.get(f"{name}/reference", generate_references)
     texts = tuple([UndesiredText(*pair) for pair in part] for part in stored["texts"])
     references = build_references(config, loaded, behaviour, evaluator, texts)
-    seconds_reference = stored["seconds"]
     data = references.protocol
-    test_settings = base.model_copy(update={"samples": args.test_samples})
+
+    def ranking(method):
+        try:
+            r = rank(METHODS[method], config, loaded.model, references)
+        except ExciseError as error:  # e.g. AurA without harmless texts: reported, not measured
+            return {"error": str(error)}
+        return {"edits": {str(k): _stored_edit(r.edit(k)) for k in budgets}, "seconds": r.seconds}
+
+    rankings = {m: stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m)) for m in methods}
+    failed = {m: r["error"] for m, r in rankings.items() if "error" in r}
+    methods = [m for m in methods if m not in failed]
 
     def measured(variants, split, settings, windows):
         results = measure_variants(evaluator, behaviour, variants, data, settings, splits=(split,), window_sets=windows)
-        return {key: {"behaviour": measurement(r, split), "perplexity": r.perplexity, "seconds": r.seconds}
-                for key, r in results.items()}
+        return {"variants": {key: {"behaviour": measurement(r, split), "perplexity": r.perplexity, "seconds": r.seconds}
+                             for key, r in results.items()},
+                "generation": {"backend": evaluator.report["calls"][-1]["backend"],
+                               "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    rankings = {}
-    out = {"dense": {}, "methods": {}, "references": {**references.undesired_summary(),
-                                                       "harmless_texts": sum(len(b) for b in references.harmless),
-                                                       "seconds": seconds_reference},
-           "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "budgets": budgets,
-           "generation": evaluator.report}
-    out["dense"]["validation"] = stages.get(f"{name}/dense/validation",
-                                            lambda: measured({"dense": None}, "validation", base, ("validation",))["dense"])
-    for method in args.methods.split(","):
-        spec = METHODS[method]
+    def validation():  # one engine call: dense and every method's every budget
+        variants = {"dense": None} | {f"{m}/K={k}": _loaded_edit(rankings[m]["edits"][str(k)], widths)
+                                      for m in methods for k in budgets}
+        return measured(variants, "validation", base, ("validation",))
 
-        def ranking():
-            if method not in rankings:
-                rankings[method] = rank(spec, config, loaded.model, references)
-            return rankings[method]
+    validated = stages.get(f"{name}/validation/{'+'.join(methods)}", validation)
+    val = validated["variants"]
+    dense_ppl = val["dense"]["perplexity"]["validation"]
+    before = val["dense"]["behaviour"]["metrics"][behaviour.primary]
+    out = {"dense": {"validation": val["dense"]}, "methods": {}, "budgets": budgets,
+           "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
+                          "seconds": stored["seconds"]},
+           "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed}
+    for m in methods:
+        entry = {f"K={k}": val[f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
+        allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
-        def validation():
-            r = ranking()
-            variants = {f"K={k}": r.edit(k) for k in budgets}
-            return measured(variants, "validation", base, ("validation",)) | {"scoring_seconds": r.seconds}
-
-        val = stages.get(f"{name}/{method}/validation", validation)
-        out["methods"][method] = {"validation": val, "help": spec.help}
-    for method, entry in out["methods"].items():
-        val = entry["validation"]
-        dense_ppl = out["dense"]["validation"]["perplexity"]["validation"]
-        allowed = [k for k in budgets if val[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
-        before = out["dense"]["validation"]["behaviour"]["metrics"][behaviour.primary]
-
-        def reduction(k):
-            return 1 - val[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
+        def reduction(k, entry=entry):
+            return 1 - entry[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
 
         chosen = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
-        entry["chosen"] = {"budget": chosen, "within_bound": bool(allowed)}
+        out["methods"][m] = {"validation": entry, "help": METHODS[m].help,
+                             "chosen": {"budget": chosen, "within_bound": bool(allowed)}}
 
-        def test(method=method, chosen=chosen):
-            edit = rankings[method].edit(chosen) if method in rankings else None
-            if edit is None:
-                rankings[method] = rank(METHODS[method], config, loaded.model, references)
-                edit = rankings[method].edit(chosen)
-            return measured({"chosen": edit}, "test", test_settings, ("test", "news"))["chosen"]
+    def test():  # one engine call: dense and every method at its chosen budget, k = --test-samples
+        variants = {"dense": None} | {m: _loaded_edit(rankings[m]["edits"][str(e["chosen"]["budget"])], widths)
+                                      for m, e in out["methods"].items()}
+        return measured(variants, "test", base.model_copy(update={"samples": args.test_samples}), ("test", "news"))
 
-        entry["test"] = stages.get(f"{name}/{method}/test", test)
-    out["dense"]["test"] = stages.get(f"{name}/dense/test",
-                                      lambda: measured({"dense": None}, "test", test_settings, ("test", "news"))["dense"])
+    test_stage = stages.get(f"{name}/test/" + "+".join(f"{m}@{e['chosen']['budget']}" for m, e in out["methods"].items()), test)
+    tested = test_stage["variants"]
+    out["generation"] = {"reference": stored["generation"], "validation": validated["generation"],
+                         "test": test_stage["generation"]}
+    out["dense"]["test"] = tested["dense"]
+    for m in methods:
+        out["methods"][m]["test"] = tested[m]
     return out
 
 
