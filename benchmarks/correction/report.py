@@ -33,7 +33,7 @@ def test_row(name: str, entry: dict, dense: dict, behaviour) -> dict:
         "separated": after[f"{primary}_high"] < before[f"{primary}_low"],
         "mcnemar_p": mcnemar(d["shows"], m["shows"]),
         f"{secondary}_difference_interval": list(paired_bootstrap(d["values"], m["values"], seed=0)),
-        "prompts": after["prompts"],
+        "split": "test", "prompts": after["prompts"],
         "samples_per_prompt": after.get("samples_per_prompt", 1),
     }
     for key in ppl:
@@ -53,8 +53,13 @@ def validation_rows(name: str, entry: dict, dense: dict, budgets, behaviour) -> 
     for k in budgets:
         v = entry["validation"][f"K={k}"]
         metrics = v["behaviour"]["metrics"]
-        rows.append({"method": name, "budget": k, primary: metrics[primary],
+        secondary = behaviour.secondary
+        rows.append({"method": name, "budget": k, "split": "validation", "prompts": metrics["prompts"],
+                     "samples_per_prompt": metrics.get("samples_per_prompt", 1), primary: metrics[primary],
                      f"{primary}_interval": [metrics[f"{primary}_low"], metrics[f"{primary}_high"]],
+                     secondary: metrics[secondary],
+                     f"{secondary}_interval": [metrics[f"{secondary}_low"], metrics[f"{secondary}_high"]],
+                     "perplexity_validation": v["perplexity"]["validation"],
                      "reduction": 1 - metrics[primary] / before if before else 0.0,
                      "perplexity_validation_increase": v["perplexity"]["validation"] / dense["validation"]["perplexity"]["validation"] - 1,
                      "seconds_generation": v["seconds"]["generation"], "seconds_perplexity": v["seconds"]["perplexity"],
