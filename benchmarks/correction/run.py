@@ -165,42 +165,40 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
                 "generation": {"backend": evaluator.report["calls"][-1]["backend"],
                                "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    def validation():  # one engine call: dense and every method's every budget
-        variants = {"dense": None} | {f"{m}/K={k}": _loaded_edit(rankings[m]["edits"][str(k)], widths)
-                                      for m in methods for k in budgets}
-        return measured(variants, "validation", base, ("validation",))
+    def stage(key: str, variants: dict, split: str, settings, windows) -> dict:
+        """One engine call per stage (a chunk of the run stays short and resumable)."""
+        return stages.get(f"{name}/{split}/{key}", lambda: measured(variants(), split, settings, windows))
 
-    validated = stages.get(f"{name}/validation/{'+'.join(methods)}", validation)
-    val = validated["variants"]
-    dense_ppl = val["dense"]["perplexity"]["validation"]
-    before = val["dense"]["behaviour"]["metrics"][behaviour.primary]
-    out = {"dense": {"validation": val["dense"]}, "methods": {}, "budgets": budgets,
+    def edit(m, k):
+        return _loaded_edit(rankings[m]["edits"][str(k)], widths)
+
+    test_settings = base.model_copy(update={"samples": args.test_samples})
+    validated = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",))}
+    validated |= {m: stage(m, lambda m=m: {f"K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",))
+                  for m in methods}
+    val = validated["dense"]["variants"]["dense"]
+    dense_ppl, before = val["perplexity"]["validation"], val["behaviour"]["metrics"][behaviour.primary]
+    out = {"dense": {"validation": val}, "methods": {}, "budgets": budgets,
            "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
                           "seconds": stored["seconds"]},
            "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed}
+    tested = {"dense": stage("dense", lambda: {"dense": None}, "test", test_settings, ("test", "news"))}
+    out["dense"]["test"] = tested["dense"]["variants"]["dense"]
     for m in methods:
-        entry = {f"K={k}": val[f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
+        entry = validated[m]["variants"] | {"scoring_seconds": rankings[m]["seconds"]}
         allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
         def reduction(k, entry=entry):
             return 1 - entry[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
 
         chosen = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
-        out["methods"][m] = {"validation": entry, "help": METHODS[m].help,
+        tested[m] = stage(f"{m}@{chosen}", lambda m=m, k=chosen: {"chosen": edit(m, k)}, "test", test_settings,
+                          ("test", "news"))
+        out["methods"][m] = {"validation": entry, "help": METHODS[m].help, "test": tested[m]["variants"]["chosen"],
                              "chosen": {"budget": chosen, "within_bound": bool(allowed)}}
-
-    def test():  # one engine call: dense and every method at its chosen budget, k = --test-samples
-        variants = {"dense": None} | {m: _loaded_edit(rankings[m]["edits"][str(e["chosen"]["budget"])], widths)
-                                      for m, e in out["methods"].items()}
-        return measured(variants, "test", base.model_copy(update={"samples": args.test_samples}), ("test", "news"))
-
-    test_stage = stages.get(f"{name}/test/" + "+".join(f"{m}@{e['chosen']['budget']}" for m, e in out["methods"].items()), test)
-    tested = test_stage["variants"]
-    out["generation"] = {"reference": stored["generation"], "validation": validated["generation"],
-                         "test": test_stage["generation"]}
-    out["dense"]["test"] = tested["dense"]
-    for m in methods:
-        out["methods"][m]["test"] = tested[m]
+    out["generation"] = {"reference": stored["generation"]} | {
+        f"{split} {key}": value["generation"] for split, group in (("validation", validated), ("test", tested))
+        for key, value in group.items()}
     return out
 
 
