@@ -53,7 +53,7 @@ CORRECT = CorrectConfig(
     evaluation="wiki:8x256",
     validation_windows=4,
     second_evaluation=None,
-    settings=EvaluationSettings(samples=4, reference_samples=4, max_prompts=40),
+    settings=EvaluationSettings(samples=3, reference_samples=4, max_prompts=32),
 )
 
 
