@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--second", default="news:16x512")
     parser.add_argument("--ppl-bound", type=float, default=0.01)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--test-group", type=int, default=3, help="variants per test-stage engine call")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few prompts, samples and budgets")
     parser.add_argument("--work", type=Path, default=None, help="stage results (default: ~/.cache/excise/bench/correction[-quick])")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop before a stage starting after this")
@@ -173,32 +174,40 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         return _loaded_edit(rankings[m]["edits"][str(k)], widths)
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
-    validated = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",))}
-    validated |= {m: stage(m, lambda m=m: {f"K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",))
-                  for m in methods}
-    val = validated["dense"]["variants"]["dense"]
+    # validation: one engine call for dense and every method's every budget
+    validated = stage("+".join(methods), lambda: {"dense": None} | {f"{m}/K={k}": edit(m, k) for m in methods for k in budgets},
+                      "validation", base, ("validation",))
+    val = validated["variants"]["dense"]
     dense_ppl, before = val["perplexity"]["validation"], val["behaviour"]["metrics"][behaviour.primary]
     out = {"dense": {"validation": val}, "methods": {}, "budgets": budgets,
            "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
                           "seconds": stored["seconds"]},
            "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed}
-    tested = {"dense": stage("dense", lambda: {"dense": None}, "test", test_settings, ("test", "news"))}
-    out["dense"]["test"] = tested["dense"]["variants"]["dense"]
+    chosen = {}
     for m in methods:
-        entry = validated[m]["variants"] | {"scoring_seconds": rankings[m]["seconds"]}
+        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
         allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
         def reduction(k, entry=entry):
             return 1 - entry[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
 
-        chosen = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
-        tested[m] = stage(f"{m}@{chosen}", lambda m=m, k=chosen: {"chosen": edit(m, k)}, "test", test_settings,
-                          ("test", "news"))
-        out["methods"][m] = {"validation": entry, "help": METHODS[m].help, "test": tested[m]["variants"]["chosen"],
-                             "chosen": {"budget": chosen, "within_bound": bool(allowed)}}
-    out["generation"] = {"reference": stored["generation"]} | {
-        f"{split} {key}": value["generation"] for split, group in (("validation", validated), ("test", tested))
-        for key, value in group.items()}
+        chosen[m] = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
+        out["methods"][m] = {"validation": entry, "help": METHODS[m].help,
+                             "chosen": {"budget": chosen[m], "within_bound": bool(allowed)}}
+    # test: dense and each method at its chosen budget, --test-group variants per engine call (one chunk each)
+    names = ["dense", *methods]
+    groups = [names[i : i + args.test_group] for i in range(0, len(names), args.test_group)]
+    tested, generation = {}, {"reference": stored["generation"], "validation": validated["generation"]}
+    for group in groups:
+        key = "+".join(n if n == "dense" else f"{n}@{chosen[n]}" for n in group)
+        result = stage(key, lambda group=group: {n: None if n == "dense" else edit(n, chosen[n]) for n in group},
+                       "test", test_settings, ("test", "news"))
+        tested |= result["variants"]
+        generation[f"test {key}"] = result["generation"]
+    out["dense"]["test"] = tested["dense"]
+    for m in methods:
+        out["methods"][m]["test"] = tested[m]
+    out["generation"] = generation
     return out
 
 
