@@ -171,7 +171,12 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                   f"{result['references']['tokens']} in all), {result['references']['harmless_texts']} harmless "
                   f"continuations for AurA. Samples per prompt: validation {settings['validation_samples']}, test "
                   f"{d_test.get('samples_per_prompt', 1)}. Generation backend per stage: {backends}"
-                  f"{'; fallbacks: ' + '; '.join(fallbacks) if fallbacks else ''}.",
+                  f"{'; fallbacks: ' + '; '.join(fallbacks) if fallbacks else ''}."
+                  + (f" **Reduced run**: the protocol samples k = 25 per prompt; this run drew {settings['test_samples']} "
+                     f"per test prompt, {settings['validation_samples']} per validation prompt and "
+                     f"{settings['reference_samples']} per reference prompt, so its toxicity probabilities are lower "
+                     "than the protocol's and its intervals wider; read it as a comparison of methods under one "
+                     "setting, not as RealToxicityPrompts figures." if settings["test_samples"] < 25 else ""),
                   "",
                   f"Dense: validation {primary} {d_val[primary]:.3f} [{d_val[primary + '_low']:.3f}, {d_val[primary + '_high']:.3f}], "
                   f"test {d_test[primary]:.3f} [{d_test[primary + '_low']:.3f}, {d_test[primary + '_high']:.3f}], "
