@@ -159,7 +159,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         dense = result["dense"]
         validations = [row for method, entry in result["methods"].items()
                        for row in validation_rows(method, entry, dense, result["budgets"], behaviour)]
-        tests = [test_row(method, entry, dense, behaviour) for method, entry in result["methods"].items()]
+        tests = [test_row(method, entry, dense, behaviour) for method, entry in result["methods"].items() if entry["test"]]
+        untested = [method for method, entry in result["methods"].items() if not entry["test"]]
         generation = result["generation"]
         backends = ", ".join(f"{stage} {g['backend']}" for stage, g in generation.items())
         fallbacks = sorted({f for g in generation.values() for f in g["fallbacks"]})
@@ -202,6 +203,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         ])
         images = plots(name, validations, primary, out)
         failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
+        failures += [f"- **{m}**: validation only; its test stage did not run (the run stopped for CPU time; "
+                     "rerun the command to complete it)" for m in untested]
         lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
                   *failures, ""]
         summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test, "perplexity": dense["test"]["perplexity"]},

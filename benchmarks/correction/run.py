@@ -57,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=None, help="stage results (default: ~/.cache/excise/bench/correction[-quick])")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop before a stage starting after this")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the stages done so far (methods without a test stage: validation only)")
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -67,8 +69,8 @@ def parse_args() -> argparse.Namespace:
 class Stages:
     """Stage results as JSON files under `work`, computed once."""
 
-    def __init__(self, work: Path, max_minutes: float | None):
-        self.work, self.max_minutes, self.started = work, max_minutes, time.time()
+    def __init__(self, work: Path, max_minutes: float | None, report_only: bool = False):
+        self.work, self.max_minutes, self.started, self.report_only = work, max_minutes, time.time(), report_only
         work.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
@@ -78,6 +80,8 @@ class Stages:
         path = self.path(name)
         if path.is_file():
             return json.loads(path.read_text())
+        if self.report_only:
+            return None
         if self.max_minutes is not None and (time.time() - self.started) / 60 > self.max_minutes:
             logging.getLogger("benchmark").info("stopping before stage %s; run again to resume", name)
             sys.exit(3)
@@ -202,11 +206,12 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         key = "+".join(n if n == "dense" else f"{n}@{chosen[n]}" for n in group)
         result = stage(key, lambda group=group: {n: None if n == "dense" else edit(n, chosen[n]) for n in group},
                        "test", test_settings, ("test", "news"))
-        tested |= result["variants"]
-        generation[f"test {key}"] = result["generation"]
+        if result is not None:  # None: --report-only before this stage ran
+            tested |= result["variants"]
+            generation[f"test {key}"] = result["generation"]
     out["dense"]["test"] = tested["dense"]
     for m in methods:
-        out["methods"][m]["test"] = tested[m]
+        out["methods"][m]["test"] = tested.get(m)
     out["generation"] = generation
     return out
 
@@ -214,9 +219,10 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
-    command = "python benchmarks/correction/run.py " + " ".join(sys.argv[1:])
+    # the command that computes the stages (--report-only only rewrites the report from them)
+    command = "python benchmarks/correction/run.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     work = args.work or Path("~/.cache/excise/bench").expanduser() / ("correction-quick" if args.quick else "correction")
-    stages = Stages(work, args.max_minutes)
+    stages = Stages(work, args.max_minutes, args.report_only)
     results = {name: run_behaviour(name, args, stages) for name in args.behaviours.split(",")}
     out = args.out / "quick" if args.quick else args.out
     write_report(results, vars(args) | {"command": command, "work": str(work)}, out)
