@@ -20,44 +20,49 @@
    for the undesired text;
 3. the K components with the lowest contrast are removed, ranked globally across
    layers (ties: lower layer, then lower index first), so exactly K go;
-4. with a sweep, every K is measured (behaviour on the held-out prompts,
-   perplexity on held-out text) and the one with the largest reduction of the
-   behaviour whose perplexity increase stays within the bound is kept;
+4. every budget is measured by the protocol (`correction.protocol`): the behaviour on
+   the *validation* prompts and perplexity on validation windows choose the budget (the
+   largest validation reduction whose perplexity increase stays within the bound); the
+   *test* prompts and windows are only reported, for the chosen budget in the manifest;
 5. the correction artifact: `masks.safetensors` + a manifest of kind `correction`
-   with before/after metrics and the sweep table, written atomically.
+   with before/after test metrics (intervals, paired test), the validation figures,
+   the sweep table and which generation backend produced them, written atomically.
+
+The undesired reference is every toxic (or looping) continuation the dense model
+samples for the *reference* prompts; scoring starts only at the continuation's tokens.
+Generation runs through vLLM (each budget one LoRA adapter, all on one engine) where it
+is installed, else transformers (logged and recorded).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from correction.atomic import atomic_folder
-from correction.behaviours import Behaviour, EvaluationSettings, get_behaviour, text_batches
+from correction.behaviours import Behaviour, EvaluationSettings, UndesiredText, get_behaviour, undesired_batches
+from correction.contrast import Granularity, Normalise, contrastive_scores, remove_lowest
 from correction.data.windows import DataSpec, token_windows
 from correction.errors import ExciseError
-from correction.evaluation.generation import TransformersGenerator
-from correction.evaluation.perplexity import perplexity
+from correction.evaluation.variants import Backend, VariantEvaluator
 from correction.manifest import Manifest, MethodInfo
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
+from correction.neuron_scales import NeuronScales
+from correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
 from correction.scoring import Scores, score_model
 from correction.scoring.base import scorer_class
 from correction.scoring.support import check_method_unit
 
 logger = logging.getLogger(__name__)
 
-Granularity = Literal["neuron", "weight", "head"]
-Normalise = Literal["overall", "layer", "relative"]
 
 
 class CorrectConfig(BaseModel):
@@ -69,14 +74,18 @@ class CorrectConfig(BaseModel):
     behaviour: str = "toxicity"
     method: str = "lrp"
     granularity: Granularity = "neuron"
+    params: dict[str, str | int | float | bool] = {}  # the scoring method's parameters, e.g. {"aggregation": "token_absolute"}
     budget: int = Field(100, gt=0)  # components removed (without a sweep)
-    sweep: list[int] | None = None  # budgets to try; the best within the perplexity bound is kept
-    ppl_bound: float = Field(0.02, ge=0)  # largest allowed relative perplexity increase in a sweep
+    sweep: list[int] | None = [25, 50, 100, 200]  # budgets to try; the best on validation within the bound is kept
+    ppl_bound: float = Field(0.01, ge=0)  # largest allowed relative perplexity increase (validation windows)
     normalise: Normalise = "relative"
     general: str = "wiki:32x128"  # general reference windows (calibration split)
     reference_length: int = Field(128, gt=1)  # undesired reference texts are cut to this many tokens
-    evaluation: str = "wiki:16x512"  # perplexity windows (evaluation split)
+    evaluation: str = "wiki:64x512"  # test perplexity windows (evaluation split)
+    validation_windows: int = Field(16, gt=0)  # the evaluation windows after the test ones choose the budget
+    second_evaluation: str | None = "news:16x512"  # a second corpus for the test perplexity
     settings: EvaluationSettings = EvaluationSettings()
+    backend: Backend = "auto"  # generation: vLLM where installed (auto), or force one
     batch_size: int = Field(4, gt=0)  # scoring batch size
     generation_batch_size: int = Field(64, gt=0)
     device: str = "cpu"
@@ -97,116 +106,6 @@ class CorrectConfig(BaseModel):
         return self.sweep or [self.budget]
 
 
-# ---- the contrastive rule ----------------------------------------------------------------------
-def _units(scores: Scores, granularity: Granularity) -> dict:
-    return {"weight": scores.weights, "neuron": scores.neurons, "head": scores.heads}[granularity]
-
-
-def _normalised(units: dict, normalise: Normalise) -> dict:
-    if normalise == "layer":
-        return {key: value.float() / value.float().abs().sum().clamp(min=1e-30) for key, value in units.items()}
-    total = sum(value.float().abs().sum() for value in units.values())
-    return {key: value.float() / max(float(total), 1e-30) for key, value in units.items()}
-
-
-def contrastive_scores(general: Scores, undesired: Scores, granularity: Granularity, normalise: Normalise) -> Scores:
-    """`general - undesired` after normalising each (higher = keep); see the module docstring."""
-    general_units, undesired_units = _units(general, granularity), _units(undesired, granularity)
-    if set(general_units) != set(undesired_units) or not general_units:
-        raise ExciseError(f"the general and undesired scores do not cover the same {granularity}s; score both alike")
-    g = _normalised(general_units, "layer" if normalise == "layer" else "overall")
-    u = _normalised(undesired_units, "layer" if normalise == "layer" else "overall")
-    contrast = Scores()
-    if normalise == "relative":
-        # the difference as a share of the component's own relevance, shrunk towards 0 for
-        # components that matter little to either reference (the mean keeps noise from ranking first)
-        typical = float(sum((g[k].abs() + u[k].abs()).sum() for k in g)) / sum(g[k].numel() for k in g)
-        difference = {key: (g[key] - u[key]) / (g[key].abs() + u[key].abs() + typical) for key in g}
-    else:
-        difference = {key: g[key] - u[key] for key in g}
-    _units(contrast, granularity).update({key: difference[key] for key in sorted(difference)})
-    return contrast
-
-
-def component_count(scores: Scores, granularity: Granularity) -> int:
-    return sum(value.numel() for value in _units(scores, granularity).values())
-
-
-def remove_lowest(contrast: Scores, granularity: Granularity, budget: int) -> MaskSet:
-    """A mask removing exactly the `budget` components with the lowest contrast, across all layers."""
-    units = _units(contrast, granularity)
-    keys = sorted(units)
-    total = component_count(contrast, granularity)
-    if budget > total:
-        raise ExciseError(f"budget {budget} exceeds the {total} {granularity}s of the model; give a budget <= {total}")
-    flat = torch.cat([units[key].reshape(-1) for key in keys])  # [total], in key order
-    keep = torch.ones(total, dtype=torch.bool)
-    keep[torch.argsort(flat, stable=True)[:budget]] = False
-    masks = MaskSet()
-    offset = 0
-    for key in keys:
-        size = units[key].numel()
-        _units(masks, granularity)[key] = keep[offset : offset + size].view(units[key].shape).clone()
-        offset += size
-    return masks
-
-
-# ---- measuring a variant -----------------------------------------------------------------------
-@dataclass
-class Measurement:
-    budget: int
-    behaviour: dict[str, float]
-    perplexity: float
-
-    def row(self, behaviour: Behaviour, dense: Measurement) -> dict:
-        after, before = self.behaviour[behaviour.primary], dense.behaviour[behaviour.primary]
-        return {
-            "budget": self.budget,
-            **self.behaviour,
-            "perplexity": self.perplexity,
-            "perplexity_increase": self.perplexity / dense.perplexity - 1.0,
-            "reduction": 1.0 - after / before if before else 0.0,
-        }
-
-
-class Variants:
-    """Applies masks to one loaded model in place and restores the dense weights afterwards."""
-
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-        self.adapter = get_adapter(loaded.model)
-
-    @torch.no_grad()
-    def measure(self, masks: MaskSet | None, budget: int, behaviour: Behaviour, prompts: list[str],
-                windows: torch.Tensor | None, config: CorrectConfig) -> Measurement:
-        """The behaviour on `prompts` and the perplexity on `windows` (NaN without windows) of the masked model."""
-        params = dict(self.loaded.model.named_parameters())
-        touched = set(masks.weight_masks(self.adapter)) if masks else set()
-        touched |= {name for name in params if name.endswith(".bias")} if masks else set()  # unit biases are zeroed too
-        saved = {name: params[name].detach().clone() for name in touched}
-        try:
-            if masks is not None:
-                masks.apply(self.adapter)
-            generator = TransformersGenerator(
-                self.loaded.model, self.loaded.tokenizer, batch_size=config.generation_batch_size
-            )
-            measured = behaviour.measure(generator, prompts, config.settings)
-            ppl = math.nan
-            if windows is not None:
-                ppl = perplexity(self.loaded.model, windows, batch_size=config.batch_size).perplexity
-        finally:
-            for name, value in saved.items():
-                params[name].copy_(value)
-        logger.info("budget %d: %s %.4f, perplexity %.3f", budget, behaviour.primary, measured.value, ppl)
-        return Measurement(budget=budget, behaviour=measured.metrics, perplexity=ppl)
-
-
-def choose(rows: list[dict], bound: float) -> dict | None:
-    """The sweep row with the largest reduction within the perplexity bound (ties: the smaller budget)."""
-    allowed = [row for row in rows if row["perplexity_increase"] <= bound]
-    return max(allowed, key=lambda row: (row["reduction"], -row["budget"])) if allowed else None
-
-
 # ---- the run -----------------------------------------------------------------------------------
 def _check_inputs(config: CorrectConfig) -> Behaviour:
     behaviour = get_behaviour(config.behaviour)
@@ -215,6 +114,11 @@ def _check_inputs(config: CorrectConfig) -> Behaviour:
         raise ExciseError(
             f"method {config.method!r} ignores data, so it cannot contrast two references; use lrp, wanda or gradient"
         )
+    try:
+        cls.config_class(**config.params)
+    except ValueError as error:
+        raise ExciseError(f"bad --param for {config.method!r}: {str(error).splitlines()[-1].strip()}") from None
+    split_prompts(behaviour, config.settings)
     behaviour.prepare(config.settings)
     return behaviour
 
@@ -227,53 +131,75 @@ def _components(adapter: ModelAdapter, granularity: Granularity) -> int:
     return sum(module.weight.numel() for module in adapter.prunable_linears().values())
 
 
-def _score(config: CorrectConfig, model, data, what: str):
-    """Scores in this process: lrp's patches are active only during its session and change
-    gradients, never forward outputs, so the measurements after it are unaffected."""
-    logger.info("scoring the %s reference with %s", what, config.method)
-    return score_model(model, data, config.method, granularities={config.granularity}, batch_size=config.batch_size)
-
-
 @dataclass
 class References:
-    """General windows, undesired text batches, and the held-out measurement data."""
+    """The general windows, the undesired texts (as batches scored on their continuations only)
+    and the protocol's validation/test data."""
 
     general_spec: DataSpec
     general: torch.Tensor  # [count, length]
+    undesired_texts: list[UndesiredText]
     undesired: list  # ReferenceBatch
-    undesired_texts: list[str]
-    reference_prompts: list[str]
-    heldout_prompts: list[str]
-    eval_spec: DataSpec
-    windows: torch.Tensor  # [count, length] perplexity windows
+    harmless: list  # ReferenceBatch: the reference prompts' continuations without the behaviour
+    protocol: ProtocolData
+
+    def undesired_summary(self) -> dict:
+        return {"texts": len(self.undesired_texts), "prompts_with_texts": len({t.prompt for t in self.undesired_texts}),
+                "tokens": sum(b.num_tokens() for b in self.undesired),
+                "scored_tokens": sum(b.num_scored_tokens() for b in self.undesired)}
 
 
-def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Behaviour) -> References:
-    """Everything scoring and measuring read; the undesired text comes from the dense model itself."""
+def reference_texts(config: CorrectConfig, behaviour: Behaviour, evaluator: VariantEvaluator,
+                    prompts: list[str]) -> tuple[list[UndesiredText], list[UndesiredText]]:
+    """The dense model's continuations of the reference prompts: (showing the behaviour, harmless)."""
+    generated = evaluator.generate({"dense": None}, prompts, behaviour.reference_sampling(config.settings))["dense"]
+    texts, harmless = behaviour.reference_texts(prompts, generated, config.settings)
+    logger.info("undesired reference: %d texts from %d reference prompts (%d harmless continuations)",
+                len(texts), len(prompts), len(harmless))
+    return texts, harmless
+
+
+def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Behaviour, evaluator: VariantEvaluator,
+                     texts: tuple[list[UndesiredText], list[UndesiredText]] | None = None) -> References:
+    """Everything scoring and measuring read; the undesired text comes from the dense model itself
+    (`texts`: already generated reference texts, as `reference_texts` returns them)."""
     max_length = loaded.model.config.max_position_embeddings
     general_spec = DataSpec.parse(config.general, split="calibration", order="random", seed=config.settings.seed)
-    eval_spec = DataSpec.parse(config.evaluation, split="evaluation", order="sequential")
-    generator = TransformersGenerator(loaded.model, loaded.tokenizer, batch_size=config.generation_batch_size)
-    reference_prompts = behaviour.prompts("reference", config.settings.max_prompts)
-    texts = behaviour.undesired_texts(generator, reference_prompts, config.settings)
+    prompts = split_prompts(behaviour, config.settings)
+    protocol = protocol_data(loaded.tokenizer, prompts, config.evaluation, config.validation_windows,
+                             config.second_evaluation, max_length)
+    undesired, harmless = texts or reference_texts(config, behaviour, evaluator, prompts["reference"])
+
+    def batches(items):
+        return undesired_batches(loaded.tokenizer, items, batch_size=config.batch_size, max_length=config.reference_length)
+
     return References(
         general_spec=general_spec,
         general=token_windows(loaded.tokenizer, general_spec, max_length=max_length),
-        undesired=text_batches(loaded.tokenizer, texts, batch_size=config.batch_size, max_length=config.reference_length),
-        undesired_texts=texts,
-        reference_prompts=reference_prompts,
-        heldout_prompts=behaviour.prompts("heldout", config.settings.max_prompts),
-        eval_spec=eval_spec,
-        windows=token_windows(loaded.tokenizer, eval_spec, max_length=max_length),
+        undesired_texts=undesired,
+        undesired=batches(undesired),
+        harmless=batches(harmless),
+        protocol=protocol,
     )
 
 
 def score_contrast(config: CorrectConfig, model, references: References) -> tuple[Scores, dict[str, float]]:
     """The contrastive scores of `config.method` and the seconds each reference took to score."""
-    general = _score(config, model, references.general, "general")
-    undesired = _score(config, model, references.undesired, "undesired")
-    contrast = contrastive_scores(general.scores, undesired.scores, config.granularity, config.normalise)
-    return contrast, {"scoring_general": general.wall_seconds, "scoring_undesired": undesired.wall_seconds}
+    seconds = {}
+    results = {}
+    for what, data in (("general", references.general), ("undesired", references.undesired)):
+        logger.info("scoring the %s reference with %s", what, config.method)
+        results[what] = score_model(model, data, config.method, granularities={config.granularity},
+                                    batch_size=config.batch_size, **config.params)
+        seconds[f"scoring_{what}"] = results[what].wall_seconds
+    contrast = contrastive_scores(results["general"].scores, results["undesired"].scores, config.granularity,
+                                  config.normalise)
+    return contrast, seconds
+
+
+def as_variant(masks: MaskSet):
+    """Neuron masks as neuron scales (a LoRA for vLLM); other masks as they are."""
+    return NeuronScales.from_masks(masks) if masks.only_neurons() else masks
 
 
 def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
@@ -290,27 +216,34 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
         raise ExciseError(
             f"budget {max(config.budgets())} exceeds the {total} {config.granularity}s of the model; give at most {total}"
         )
-    references = build_references(config, loaded, behaviour)
+    evaluator = VariantEvaluator(loaded, config.backend, batch_size=config.generation_batch_size,
+                                 ppl_batch_size=config.batch_size)
+    references = build_references(config, loaded, behaviour, evaluator)
     contrast, timings = score_contrast(config, loaded.model, references)
 
-    variants = Variants(loaded)
-    dense = variants.measure(None, 0, behaviour, references.heldout_prompts, references.windows, config)
     masks_by_budget = {k: remove_lowest(contrast, config.granularity, k) for k in config.budgets()}
-    measured = [
-        variants.measure(masks_by_budget[k], k, behaviour, references.heldout_prompts, references.windows, config)
-        for k in config.budgets()
-    ]
-    rows = [m.row(behaviour, dense) for m in measured]
+    variants = {"dense": None} | {f"K={k}": as_variant(m) for k, m in masks_by_budget.items()}
+    # validation for every budget; the test split only for dense and the chosen budget (one more engine
+    # call instead of generating the largest split for budgets nobody reports)
+    results = measure_variants(evaluator, behaviour, variants, references.protocol, config.settings,
+                               splits=("validation",), window_sets=("validation",))
+    dense = results.pop("dense")
+    rows = [{"budget": k, **compare(results[f"K={k}"], dense, behaviour)} for k in config.budgets()]
     chosen = choose(rows, config.ppl_bound) if config.sweep else rows[0]
     if chosen is None:
-        table = ", ".join(f"K={r['budget']}: +{100 * r['perplexity_increase']:.1f}%" for r in rows)
+        table = ", ".join(f"K={r['budget']}: +{100 * r['perplexity_validation_increase']:.2f}%" for r in rows)
         raise ExciseError(
-            f"no budget keeps the perplexity increase within {100 * config.ppl_bound:.1f}% ({table}); "
+            f"no budget keeps the validation perplexity increase within {100 * config.ppl_bound:.1f}% ({table}); "
             "sweep smaller budgets or raise --ppl-bound"
         )
-    after = next(m for m in measured if m.budget == chosen["budget"])
     masks = masks_by_budget[chosen["budget"]]
-
+    tested = measure_variants(evaluator, behaviour, {"dense": None, "chosen": as_variant(masks)}, references.protocol,
+                              config.settings, splits=("test",), window_sets=("test", "news"))
+    after = results[f"K={chosen['budget']}"]
+    for result, key in ((dense, "dense"), (after, "chosen")):
+        result.behaviour |= tested[key].behaviour
+        result.perplexity |= tested[key].perplexity
+    chosen |= compare(after, dense, behaviour)  # the chosen sweep row gains its test figures
     manifest = Manifest(
         kind="correction",
         base_model=base_model_ref(config.model),
@@ -322,17 +255,25 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
         ),
         data={
             "general": references.general_spec.model_dump(),
-            "evaluation": references.eval_spec.model_dump(),
+            "evaluation": references.protocol.specs,
             "undesired": {"prompt_set": behaviour.prompt_set, "split": "reference",
-                          "prompts": len(references.reference_prompts), "texts": len(references.undesired_texts),
-                          "max_tokens": config.reference_length},
-            "heldout": {"prompt_set": behaviour.prompt_set, "split": "heldout", "prompts": len(references.heldout_prompts)},
+                          "prompts": len(references.protocol.prompts["reference"]),
+                          "max_tokens": config.reference_length, **references.undesired_summary()},
+            **{split: {"prompt_set": behaviour.prompt_set, "split": split,
+                       "prompts": len(references.protocol.prompts[split])} for split in ("validation", "test")},
         },
         metrics={
-            behaviour.name: {"before": dense.behaviour, "after": after.behaviour, "primary": behaviour.primary},
-            "perplexity": {"before": dense.perplexity, "after": after.perplexity},
+            # the reported figures: test prompts and test windows, never used to choose
+            behaviour.name: {"before": dense.behaviour["test"].metrics, "after": after.behaviour["test"].metrics,
+                             "primary": behaviour.primary, "split": "test", "paired": chosen["test"]},
+            "validation": {"before": dense.behaviour["validation"].metrics,
+                           "after": after.behaviour["validation"].metrics},
+            "perplexity": {"before": dense.perplexity["test"], "after": after.perplexity["test"]},
+            **({"perplexity_news": {"before": dense.perplexity["news"], "after": after.perplexity["news"]}}
+               if "news" in dense.perplexity else {}),
             "budget": chosen["budget"],
             "sweep": rows,
+            "generation": evaluator.report,
         },
         timings=timings | {"total": time.perf_counter() - started},
     )

@@ -1,11 +1,20 @@
-"""Targeted correction on SmolLM2: toxicity and repetition, lrp vs wanda vs gradient (same contrastive rule).
+"""Targeted correction on SmolLM2 by the full protocol: lrp and its variants vs gradient, wanda,
+activation, an AurA-style dampening and K random neurons, every method under the same references.
 
-One run, one model load per behaviour, the same references and held-out data for
-every method. Writes benchmarks/results/correction.md (tables, rewritten after
-every measurement so a long run leaves partial results) and correction.png
-(toxicity probability vs perplexity).
+Protocol (correction/protocol.py): the undesired reference is every toxic (looping) continuation
+the dense model samples for the *reference* prompts; each method's budget K is chosen on the
+*validation* prompts and validation perplexity windows (largest reduction within the perplexity
+bound); its figures are reported on the *test* prompts (RealToxicityPrompts: 25 samples, top-p 0.9,
+temperature 1, 20 tokens, seeded) and the test windows (wiki 64 x 512, news 16 x 512), with 95 %
+intervals and a paired McNemar test against dense on the same prompts. Generation runs through one
+vLLM engine per call, each variant an exact LoRA adapter.
 
-    python benchmarks/correction/run.py [--samples 3] [--toxicity-budgets 50,200] ...
+Resumable: every stage writes its result under --work and is skipped when present; with
+--max-minutes the run stops (exit 3) before a stage that would start after that many minutes,
+so it can run in chunks (each under `flock /tmp/excise-cpu.lock`). Writes
+benchmarks/results/correction.{md,json} and correction_*.png from the stored stages.
+
+    python benchmarks/correction/run.py [--quick] [--max-minutes 14]
 """
 
 from __future__ import annotations
@@ -13,165 +22,210 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import platform
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_report  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+QUICK = {"max_prompts": 5, "validation_samples": 1, "test_samples": 2, "reference_samples": 4, "budgets": "10,20",
+         "repetition_budgets": "10", "general": "wiki:4x64", "evaluation": "wiki:2x128", "validation_windows": 2,
+         "second": "news:2x128", "methods": "lrp,aura,random", "behaviours": "toxicity,repetition"}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--methods", default="lrp,wanda,gradient")
-    parser.add_argument("--toxicity-budgets", default="50,200")
-    parser.add_argument("--repetition-budgets", default="50")
-    parser.add_argument("--samples", type=int, default=3, help="continuations per toxic prompt (protocol: 25)")
-    parser.add_argument("--max-prompts", type=int, default=None)
-    parser.add_argument("--general", default="wiki:16x128")
-    parser.add_argument("--evaluation", default="wiki:8x256")
+    parser.add_argument("--methods", default="lrp,lrp-token,lrp-overall,gradient,wanda,activation,aura,random")
+    parser.add_argument("--budgets", default="50,100,200", help="MLP neurons (SmolLM2: 46,080; 0.5%% = 230)")
+    parser.add_argument("--repetition-budgets", default="20,50")
     parser.add_argument("--behaviours", default="toxicity,repetition")
-    parser.add_argument("--normalise", default="relative", help="contrastive rule: relative, overall or layer")
+    parser.add_argument("--validation-samples", type=int, default=10, help="samples per validation prompt")
+    parser.add_argument("--test-samples", type=int, default=25, help="samples per test prompt (the protocol's k)")
+    parser.add_argument("--reference-samples", type=int, default=10, help="samples per reference prompt")
+    parser.add_argument("--max-prompts", type=int, default=None)
+    parser.add_argument("--general", default="wiki:32x128")
+    parser.add_argument("--evaluation", default="wiki:64x512")
+    parser.add_argument("--validation-windows", type=int, default=16)
+    parser.add_argument("--second", default="news:16x512")
+    parser.add_argument("--ppl-bound", type=float, default=0.01)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--test-group", type=int, default=3, help="variants per test-stage engine call")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few prompts, samples and budgets")
+    parser.add_argument("--work", type=Path, default=None, help="stage results (default: ~/.cache/excise/bench/correction[-quick])")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop before a stage starting after this")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args()
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the stages done so far (methods without a test stage: validation only)")
+    args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return args
 
 
-class Report:
-    """Collects rows per behaviour and rewrites the Markdown after each one."""
+class Stages:
+    """Stage results as JSON files under `work`, computed once."""
 
-    def __init__(self, args: argparse.Namespace, command: str):
-        self.args = args
-        self.command = command
-        self.sections: dict[str, list[dict]] = {}
-        self.notes: list[str] = []
-        self.started = time.time()
+    def __init__(self, work: Path, max_minutes: float | None, report_only: bool = False):
+        self.work, self.max_minutes, self.started, self.report_only = work, max_minutes, time.time(), report_only
+        work.mkdir(parents=True, exist_ok=True)
 
-    def add(self, behaviour: str, row: dict) -> None:
-        self.sections.setdefault(behaviour, []).append(row)
-        self.write()
+    def path(self, name: str) -> Path:
+        return self.work / f"{name.replace('/', '__')}.json"
 
-    def write(self) -> None:
-        self.args.out.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"# Targeted correction (contrastive relevance: general - undesired, rule `{self.args.normalise}`)",
-            "",
-            f"Command: `{self.command}`  ",
-            f"Machine: 2-core CPU shared with other jobs ({platform.processor() or platform.machine()}), fp32, "
-            "transformers generation; SmolLM2-135M-Instruct as dequantized from its Q4_1 GGUF.  ",
-            f"Elapsed so far: {(time.time() - self.started) / 60:.1f} min.",
-            "",
-            f"Toxicity: {self.args.samples} sampled continuations per prompt (the RealToxicityPrompts protocol "
-            "uses 25; fewer here to bound the run), temperature 1, top-p 0.9, 20 tokens, seed 0, scored by "
-            "alt-profanity-check. Repetition: one 50-token greedy continuation per prompt. Perplexity: "
-            f"{self.args.evaluation} (wiki evaluation split). General reference {self.args.general}; undesired "
-            "reference: reference-half prompts + the dense model's own toxic/looping continuations (<= 128 tokens). "
-            f"Prompts: the first {self.args.max_prompts or 'all'} of each half. The reduction on the reference half "
-            "is measured for the first method only. "
-            "Budgets K are MLP neurons (of 30 x 1536 = 46,080) removed globally across layers.",
-            "",
-        ]
-        for behaviour, rows in self.sections.items():
-            keys = [k for k in rows[0] if k != "note"]
-            lines += [f"## {behaviour}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            for row in rows:
-                lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
-            lines.append("")
-        lines += self.notes
-        (self.args.out / "correction.md").write_text("\n".join(lines) + "\n")
-        (Path("/tmp") / "correction_benchmark.json").write_text(json.dumps(self.sections, indent=1))
+    def get(self, name: str, compute):
+        path = self.path(name)
+        if path.is_file():
+            return json.loads(path.read_text())
+        if self.report_only:
+            return None
+        if self.max_minutes is not None and (time.time() - self.started) / 60 > self.max_minutes:
+            logging.getLogger("benchmark").info("stopping before stage %s; run again to resume", name)
+            sys.exit(3)
+        value = compute()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+        return value
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
+def measurement(result, split) -> dict:
+    m = result.behaviour[split]
+    return {"metrics": m.metrics, "shows": list(m.shows), "values": list(m.values)}
 
 
-def run_behaviour(name: str, budgets: list[int], args, report: Report) -> None:
-    from correction.behaviours import EvaluationSettings, get_behaviour
-    from correction.correcting import CorrectConfig, Variants, build_references, remove_lowest, score_contrast
+def _stored_edit(edit) -> dict:
+    """A NeuronScales as JSON: layer -> {neuron: scale} for the changed neurons only."""
+    return {str(layer): {str(int(i)): float(scale[i]) for i in (scale != 1).nonzero().flatten()}
+            for layer, scale in edit.scales.items()}
+
+
+def _loaded_edit(stored: dict, widths: dict[int, int]):
+    import torch
+
+    from correction.neuron_scales import NeuronScales
+
+    scales = {}
+    for layer, width in widths.items():
+        scale = torch.ones(width)
+        for index, value in stored.get(str(layer), {}).items():
+            scale[int(index)] = value
+        scales[layer] = scale
+    return NeuronScales(scales)
+
+
+def run_behaviour(name: str, args, stages: Stages) -> dict:
+    from correction.behaviours import EvaluationSettings, UndesiredText, get_behaviour
+    from correction.correcting import CorrectConfig, build_references, reference_texts
+    from correction.correction_methods import METHODS, rank
+    from correction.errors import ExciseError
+    from correction.evaluation.variants import VariantEvaluator
+    from correction.models.adapters import get_adapter
     from correction.models.loading import load_model
+    from correction.protocol import measure_variants, split_prompts
 
     behaviour = get_behaviour(name)
-    settings = EvaluationSettings(samples=args.samples, max_prompts=args.max_prompts)
-    base = CorrectConfig(model=args.model, behaviour=name, general=args.general, evaluation=args.evaluation,
-                         settings=settings, generation_batch_size=96, normalise=args.normalise)
+    budgets = [int(k) for k in (args.budgets if name == "toxicity" else args.repetition_budgets).split(",")]
+    methods = args.methods.split(",")
+    base = EvaluationSettings(samples=args.validation_samples, reference_samples=args.reference_samples,
+                              max_prompts=args.max_prompts)
+    config = CorrectConfig(model=args.model, behaviour=name, general=args.general, evaluation=args.evaluation,
+                           validation_windows=args.validation_windows, second_evaluation=args.second,
+                           settings=base, backend=args.backend)
     loaded = load_model(args.model)
-    references = build_references(base, loaded, behaviour)
-    variants = Variants(loaded)
-    heldout, windows = references.heldout_prompts, references.windows
-    dense = variants.measure(None, 0, behaviour, heldout, windows, base)
-    dense_reference = None
-    if name == "toxicity":
-        dense_reference = variants.measure(None, 0, behaviour, references.reference_prompts, None, base)
+    widths = {layer.index: layer.mlp.num_neurons for layer in get_adapter(loaded.model).layers()}
+    evaluator = VariantEvaluator(loaded, args.backend)
 
-    def add(method: str, budget: int, measured, seconds: float, on_reference=None) -> None:
-        row = {"method": method, "K": budget}
-        row |= {k: v for k, v in measured.behaviour.items() if k not in ("prompts", "samples_per_prompt")}
-        row["perplexity"] = measured.perplexity
-        row["ppl increase"] = measured.perplexity / dense.perplexity - 1
-        primary, before = measured.behaviour[behaviour.primary], dense.behaviour[behaviour.primary]
-        row["reduction (held-out)"] = 1 - primary / before if before else float("nan")
-        if on_reference is not None:
-            ref_before = dense_reference.behaviour[behaviour.primary]
-            row["reduction (reference half)"] = 1 - on_reference.behaviour[behaviour.primary] / ref_before
-        row["scoring s"] = seconds
-        report.add(name, row)
+    def generate_references():
+        started = time.perf_counter()
+        texts = reference_texts(config, behaviour, evaluator, split_prompts(behaviour, base)["reference"])
+        return {"texts": [[[t.prompt, t.continuation] for t in part] for part in texts],
+                "seconds": time.perf_counter() - started,
+                "generation": {"backend": evaluator.report["calls"][-1]["backend"],
+                               "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    add("dense", 0, dense, 0.0, dense_reference)
-    report.notes.append(
-        f"- {name}: {len(references.reference_prompts)} reference prompts gave {len(references.undesired_texts)} "
-        f"undesired texts; {len(heldout)} held-out prompts."
-    )
-    for method in args.methods.split(","):
-        config = base.model_copy(update={"method": method})
-        contrast, timings = score_contrast(config, loaded.model, references)
-        seconds = timings["scoring_general"] + timings["scoring_undesired"]
-        for budget in budgets:
-            masks = remove_lowest(contrast, "neuron", budget)
-            measured = variants.measure(masks, budget, behaviour, heldout, windows, base)
-            on_reference = None
-            if dense_reference is not None and budget == max(budgets) and method == args.methods.split(",")[0]:
-                on_reference = variants.measure(masks, budget, behaviour, references.reference_prompts, None, base)
-            add(method, budget, measured, seconds, on_reference)
+    stored = stages.get(f"{name}/reference", generate_references)
+    texts = tuple([UndesiredText(*pair) for pair in part] for part in stored["texts"])
+    references = build_references(config, loaded, behaviour, evaluator, texts)
+    data = references.protocol
 
+    def ranking(method):
+        try:
+            r = rank(METHODS[method], config, loaded.model, references)
+        except ExciseError as error:  # e.g. AurA without harmless texts: reported, not measured
+            return {"error": str(error)}
+        return {"edits": {str(k): _stored_edit(r.edit(k)) for k in budgets}, "seconds": r.seconds}
 
-def plot(report: Report) -> None:
-    import matplotlib
+    rankings = {m: stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m)) for m in methods}
+    failed = {m: r["error"] for m, r in rankings.items() if "error" in r}
+    methods = [m for m in methods if m not in failed]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def measured(variants, split, settings, windows):
+        results = measure_variants(evaluator, behaviour, variants, data, settings, splits=(split,), window_sets=windows)
+        return {"variants": {key: {"behaviour": measurement(r, split), "perplexity": r.perplexity, "seconds": r.seconds}
+                             for key, r in results.items()},
+                "generation": {"backend": evaluator.report["calls"][-1]["backend"],
+                               "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    rows = report.sections.get("toxicity", [])
-    if not rows:
-        return
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(row["method"] for row in rows):
-        points = [(row["perplexity"], row["toxicity_probability"]) for row in rows if row["method"] in (method, "dense")]
-        points.sort()
-        axis.plot(*zip(*points), marker="o", label=method)
-    axis.set_xlabel("perplexity (wiki evaluation windows)")
-    axis.set_ylabel("toxicity probability (held-out prompts)")
-    axis.set_title("SmolLM2: contrastive neuron removal")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(report.args.out / "correction.png", dpi=120)
+    def stage(key: str, variants: dict, split: str, settings, windows) -> dict:
+        """One engine call per stage (a chunk of the run stays short and resumable)."""
+        return stages.get(f"{name}/{split}/{key}", lambda: measured(variants(), split, settings, windows))
+
+    def edit(m, k):
+        return _loaded_edit(rankings[m]["edits"][str(k)], widths)
+
+    test_settings = base.model_copy(update={"samples": args.test_samples})
+    # validation: one engine call for dense and every method's every budget
+    validated = stage("+".join(methods), lambda: {"dense": None} | {f"{m}/K={k}": edit(m, k) for m in methods for k in budgets},
+                      "validation", base, ("validation",))
+    val = validated["variants"]["dense"]
+    dense_ppl, before = val["perplexity"]["validation"], val["behaviour"]["metrics"][behaviour.primary]
+    out = {"dense": {"validation": val}, "methods": {}, "budgets": budgets,
+           "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
+                          "seconds": stored["seconds"]},
+           "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed}
+    chosen = {}
+    for m in methods:
+        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
+        allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
+
+        def reduction(k, entry=entry):
+            return 1 - entry[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
+
+        chosen[m] = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
+        out["methods"][m] = {"validation": entry, "help": METHODS[m].help,
+                             "chosen": {"budget": chosen[m], "within_bound": bool(allowed)}}
+    # test: dense and each method at its chosen budget, --test-group variants per engine call (one chunk each)
+    names = ["dense", *methods]
+    groups = [names[i : i + args.test_group] for i in range(0, len(names), args.test_group)]
+    tested, generation = {}, {"reference": stored["generation"], "validation": validated["generation"]}
+    for group in groups:
+        key = "+".join(n if n == "dense" else f"{n}@{chosen[n]}" for n in group)
+        result = stage(key, lambda group=group: {n: None if n == "dense" else edit(n, chosen[n]) for n in group},
+                       "test", test_settings, ("test", "news"))
+        if result is not None:  # None: --report-only before this stage ran
+            tested |= result["variants"]
+            generation[f"test {key}"] = result["generation"]
+    out["dense"]["test"] = tested["dense"]
+    for m in methods:
+        out["methods"][m]["test"] = tested.get(m)
+    out["generation"] = generation
+    return out
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
-    report = Report(args, "python benchmarks/correction/run.py " + " ".join(sys.argv[1:]))
-    budgets = {"toxicity": args.toxicity_budgets, "repetition": args.repetition_budgets}
-    for behaviour in args.behaviours.split(","):
-        run_behaviour(behaviour, [int(k) for k in budgets[behaviour].split(",")], args, report)
-        plot(report)
-    report.notes.append(f"- total wall time {(time.time() - report.started) / 60:.1f} min")
-    report.write()
+    # the command that computes the stages (--report-only only rewrites the report from them)
+    command = "python benchmarks/correction/run.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    work = args.work or Path("~/.cache/excise/bench").expanduser() / ("correction-quick" if args.quick else "correction")
+    stages = Stages(work, args.max_minutes, args.report_only)
+    results = {name: run_behaviour(name, args, stages) for name in args.behaviours.split(",")}
+    out = args.out / "quick" if args.quick else args.out
+    write_report(results, vars(args) | {"command": command, "work": str(work)}, out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from correction.behaviours.base import Behaviour, BehaviourMeasurement, EvaluationSettings, text_batches
+from correction.behaviours.base import (
+    Behaviour,
+    BehaviourMeasurement,
+    EvaluationSettings,
+    UndesiredText,
+    text_batches,
+    undesired_batches,
+)
 from correction.behaviours.repetition import RepetitionBehaviour
 from correction.behaviours.toxicity import ToxicityBehaviour
 from correction.errors import ExciseError
@@ -30,4 +37,7 @@ def get_behaviour(name: str) -> Behaviour:
         ) from None
 
 
-__all__ = ["BEHAVIOURS", "Behaviour", "BehaviourMeasurement", "EvaluationSettings", "get_behaviour", "text_batches"]
+__all__ = [
+    "BEHAVIOURS", "Behaviour", "BehaviourMeasurement", "EvaluationSettings", "UndesiredText", "get_behaviour",
+    "text_batches", "undesired_batches",
+]

@@ -1,23 +1,28 @@
 """Toxicity: insults and profanity continuing the project's toxic prompt openings.
 
-Undesired reference: for each reference prompt, its most toxic sampled
-continuation when that scores >= 0.5 (prompts the model continues harmlessly
-contribute nothing). Metric: the RealToxicityPrompts numbers; the primary one is
-the toxicity probability.
+Undesired reference: every sampled continuation (k per reference prompt, the
+measurement's sampling) that the scorer rates >= 0.5, duplicates dropped: hundreds
+of texts on the default set, not one per prompt. Metric: the RealToxicityPrompts
+numbers with 95 % intervals; the primary one is the toxicity probability.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from correction.behaviours.base import Behaviour, BehaviourMeasurement, EvaluationSettings
+from correction.behaviours.base import (
+    Behaviour,
+    BehaviourMeasurement,
+    EvaluationSettings,
+    UndesiredText,
+    with_intervals,
+)
 from correction.errors import ExciseError
-from correction.evaluation.generation import Generator
 from correction.evaluation.toxicity import (
     TOXIC_THRESHOLD,
     ToxicityProtocol,
-    evaluate_toxicity,
     load_toxicity_scorer,
+    score_continuations,
 )
 
 
@@ -25,37 +30,48 @@ class ToxicityBehaviour(Behaviour):
     name = "toxicity"
     prompt_set = "toxic"
     primary = "toxicity_probability"
+    secondary = "expected_max_toxicity"
     help = "insults and profanity (toxicity probability, RealToxicityPrompts protocol)"
 
     def prepare(self, settings: EvaluationSettings) -> None:
         load_toxicity_scorer(settings.toxicity_scorer)
 
-    def _evaluate(self, generator: Generator, prompts: list[str], settings: EvaluationSettings):
-        return evaluate_toxicity(generator, prompts, ToxicityProtocol(samples=settings.samples, seed=settings.seed, scorer=settings.toxicity_scorer))
+    def _protocol(self, settings: EvaluationSettings, samples: int) -> ToxicityProtocol:
+        return ToxicityProtocol(samples=samples, seed=settings.seed, scorer=settings.toxicity_scorer)
 
-    def measure(self, generator, prompts, settings) -> BehaviourMeasurement:
-        summary = self._evaluate(generator, prompts, settings).summary
+    def sampling(self, settings):
+        return self._protocol(settings, settings.samples).sampling()
+
+    def reference_sampling(self, settings):
+        return self._protocol(settings, settings.reference_samples).sampling()
+
+    def summarize(self, generated, settings) -> BehaviourMeasurement:
+        result = score_continuations(generated, load_toxicity_scorer(settings.toxicity_scorer))
+        summary, worst = result.summary, result.scores.max(axis=1)  # worst: [prompts]
+        shows = worst >= TOXIC_THRESHOLD
+        metrics = {
+            "toxicity_probability": summary.toxicity_probability,
+            "expected_max_toxicity": summary.expected_max_toxicity,
+            "prompts": summary.prompts,
+            "samples_per_prompt": summary.samples_per_prompt,
+        }
         return BehaviourMeasurement(
-            metrics={
-                "toxicity_probability": summary.toxicity_probability,
-                "expected_max_toxicity": summary.expected_max_toxicity,
-                "prompts": summary.prompts,
-                "samples_per_prompt": summary.samples_per_prompt,
-            },
+            metrics=with_intervals(metrics, shows, worst, self.primary, self.secondary, settings.seed),
             primary=self.primary,
+            shows=tuple(bool(x) for x in shows),
+            values=tuple(float(x) for x in worst),
         )
 
-    def undesired_texts(self, generator, prompts, settings) -> list[str]:
-        result = self._evaluate(generator, prompts, settings)
-        worst = result.scores.argmax(axis=1)  # [prompts]
-        texts = [
-            prompt + result.continuations[i][worst[i]]
-            for i, prompt in enumerate(prompts)
-            if result.scores[i, worst[i]] >= TOXIC_THRESHOLD
-        ]
-        if not texts:
+    def reference_texts(self, prompts, generated, settings) -> tuple[list[UndesiredText], list[UndesiredText]]:
+        result = score_continuations(generated, load_toxicity_scorer(settings.toxicity_scorer))
+        toxic, harmless = {}, {}
+        for i, prompt in enumerate(prompts):
+            for j, continuation in enumerate(result.continuations[i]):
+                target = toxic if result.scores[i, j] >= TOXIC_THRESHOLD else harmless
+                target.setdefault(UndesiredText(prompt, continuation), None)  # duplicates dropped, order kept
+        if not toxic:
             raise ExciseError(
                 f"the model continued none of the {len(prompts)} reference prompts toxically "
                 f"(max score {float(np.max(result.scores)):.2f}); there is nothing to correct"
             )
-        return texts
+        return list(toxic), list(harmless)

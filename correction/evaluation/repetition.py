@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from correction.errors import ExciseError
-from correction.evaluation.generation import Generator, SamplingConfig
+from correction.evaluation.generation import Continuations, Generator, SamplingConfig
 
 REPETITIVE_BELOW = 0.5
 
@@ -58,11 +58,15 @@ class RepetitionResult:
     continuations: list[str]
 
 
-def evaluate_repetition(generator: Generator, prompts: list[str], protocol: RepetitionProtocol) -> RepetitionResult:
-    generated = generator.generate(prompts, protocol.sampling())
+def repetition_of(generated: Continuations, protocol: RepetitionProtocol) -> RepetitionResult:
+    """Uniqueness ratios and summary of already generated continuations (the first sample of each prompt)."""
     ratios = [uniqueness_ratio(row[0].token_ids) for row in generated]
     return RepetitionResult(
         summary=summarize_repetition(ratios, protocol.threshold),
         ratios=ratios,
         continuations=[row[0].text for row in generated],
     )
+
+
+def evaluate_repetition(generator: Generator, prompts: list[str], protocol: RepetitionProtocol) -> RepetitionResult:
+    return repetition_of(generator.generate(prompts, protocol.sampling()), protocol)

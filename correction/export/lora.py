@@ -36,7 +36,11 @@ PEFT_PREFIX = "base_model.model."
 
 def lora_rank(masks: MaskSet) -> tuple[int, int]:
     """(largest number of removed neurons in a layer, the vLLM rank it is padded to)."""
-    needed = max(int((~kept).sum()) for kept in masks.neurons.values())
+    return padded_rank(max(int((~kept).sum()) for kept in masks.neurons.values()))
+
+
+def padded_rank(needed: int) -> tuple[int, int]:
+    """(`needed`, the smallest rank vLLM accepts that holds it)."""
     for rank in VLLM_LORA_RANKS:
         if rank >= needed:
             return needed, rank
@@ -46,14 +50,46 @@ def lora_rank(masks: MaskSet) -> tuple[int, int]:
     )
 
 
-def neuron_lora(weight: torch.Tensor, kept: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A [rank, width] and B [out, rank] with B @ A = −W[:, removed] E_removedᵀ (padding rows/columns zero)."""
-    removed = (~kept).nonzero().squeeze(1)  # [|S|]
+def scaled_neuron_lora(weight: torch.Tensor, scale: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors of multiplying neuron j's output column by `scale[j]` (0 = removed, 1 = untouched,
+    between = dampened): B @ A = W[:, S] diag(scale_S − 1) E_Sᵀ for the neurons S with scale ≠ 1."""
+    changed = (scale != 1).nonzero().squeeze(1)  # [|S|]
     lora_a = torch.zeros(rank, weight.shape[1], dtype=weight.dtype)  # [rank, width]
-    lora_a[torch.arange(len(removed)), removed] = 1.0
+    lora_a[torch.arange(len(changed)), changed] = 1.0
     lora_b = torch.zeros(weight.shape[0], rank, dtype=weight.dtype)  # [out, rank]
-    lora_b[:, : len(removed)] = -weight[:, removed]
+    lora_b[:, : len(changed)] = weight[:, changed] * (scale[changed] - 1).to(weight.dtype)
     return lora_a, lora_b
+
+
+@torch.no_grad()
+def write_neuron_lora(adapter, scales: dict[int, torch.Tensor], base_path: Path, folder: Path,
+                      dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """Write the PEFT adapter that scales MLP neuron outputs by `scales` (layer -> [neurons]) on the
+    dense model `adapter` wraps; returns (largest changed count in a layer, rank)."""
+    needed, rank = padded_rank(max((int((scale != 1).sum()) for scale in scales.values()), default=0))
+    tensors: dict[str, torch.Tensor] = {}
+    targets = set()
+    for layer in adapter.layers():
+        output = layer.mlp.output
+        scale = scales.get(layer.index, torch.ones(output.in_features))
+        lora_a, lora_b = scaled_neuron_lora(output.weight.float(), scale.float(), rank)
+        name = PEFT_PREFIX + adapter.module_name(output)
+        tensors[f"{name}.lora_A.weight"] = lora_a.to(dtype).contiguous()
+        tensors[f"{name}.lora_B.weight"] = lora_b.to(dtype).contiguous()
+        targets.add(name.rsplit(".", 1)[1])
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,  # scaling = alpha / r = 1
+        target_modules=sorted(targets),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=str(base_path),
+    )
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(folder))
+    save_file(tensors, Path(folder) / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    return needed, rank
 
 
 class LoraExporter(Exporter):
@@ -80,34 +116,12 @@ class LoraExporter(Exporter):
             )
         lora_rank(masks)
 
-    @torch.no_grad()
     def write(self, source: ExportSource, folder: Path, options: ExportOptions) -> ExportResult:
         masks = source.require_masks(self.name)
-        needed, rank = lora_rank(masks)
         loaded = load_model(source.base_path)
-        adapter = get_adapter(loaded.model)
-        dtype = DTYPES[options.weights_dtype]
-        tensors: dict[str, torch.Tensor] = {}
-        targets = set()
-        for layer in adapter.layers():
-            output = layer.mlp.output
-            kept = masks.neurons.get(layer.index, torch.ones(output.in_features, dtype=torch.bool))
-            lora_a, lora_b = neuron_lora(output.weight.float(), kept, rank)
-            name = PEFT_PREFIX + adapter.module_name(output)
-            tensors[f"{name}.lora_A.weight"] = lora_a.to(dtype).contiguous()
-            tensors[f"{name}.lora_B.weight"] = lora_b.to(dtype).contiguous()
-            targets.add(name.rsplit(".", 1)[1])
-        config = LoraConfig(
-            r=rank,
-            lora_alpha=rank,  # scaling = alpha / r = 1
-            target_modules=sorted(targets),
-            lora_dropout=0.0,
-            bias="none",
-            task_type="CAUSAL_LM",
-            base_model_name_or_path=str(source.base_path),
-        )
-        config.save_pretrained(str(folder))
-        save_file(tensors, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        scales = {index: kept.float() for index, kept in masks.neurons.items()}
+        needed, rank = write_neuron_lora(get_adapter(loaded.model), scales, source.base_path, folder,
+                                         DTYPES[options.weights_dtype])
         logger.info("lora: up to %d neurons per layer, rank %d", needed, rank)
         return ExportResult(
             metrics={"lora": {"rank": rank, "max_removed_neurons": needed}},

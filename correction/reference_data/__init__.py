@@ -1,13 +1,15 @@
-"""Prompt sets written for this project (toxic and repetition openings), with a fixed split.
+"""Prompt sets written for this project (toxic and repetition openings), with a fixed three-way split.
 
 Each set is a JSONL file in this folder, one `{"id", "category", "text"}` object a
 line (see README.md for how they were written and their licence).
 
-Split rule: a prompt belongs to the `reference` half (used to find the circuit)
-when the first byte of SHA-256(text) is below 128, otherwise to the `heldout`
-half (only for evaluation). It depends on the prompt's text alone, so it is the
-same on every machine, adding a prompt never moves another, and no prompt is in
-both halves.
+Split rule, on the first byte b of SHA-256(text):
+- `reference` (b < 96, ~37.5 %): the prompts whose continuations build the undesired
+  reference a correction is found from;
+- `validation` (96 <= b < 144, ~18.75 %): where a budget and settings are chosen;
+- `test` (b >= 144, ~43.75 %): reported only, never used to choose anything.
+It depends on the prompt's text alone, so it is the same on every machine, adding a
+prompt never moves another, and no prompt is in two splits.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from typing import Literal
 
 from correction.errors import ExciseError
 
-PromptSplit = Literal["reference", "heldout", "all"]
+Split = Literal["reference", "validation", "test"]
+PromptSplit = Literal["reference", "validation", "test", "all"]
+SPLITS: tuple[Split, ...] = ("reference", "validation", "test")
 
 PROMPT_SETS = {"toxic": "toxic_prompts.jsonl", "repetition": "repetition_prompts.jsonl"}
-REFERENCE_BYTE_THRESHOLD = 128  # of 256: about half
+#: first-byte upper bounds (exclusive) of the reference and validation splits; the rest is test
+SPLIT_BOUNDS = {"reference": 96, "validation": 144}
 
 
 @dataclass(frozen=True)
@@ -34,12 +39,15 @@ class Prompt:
     text: str
 
     @property
-    def split(self) -> Literal["reference", "heldout"]:
+    def split(self) -> Split:
         return split_of(self.text)
 
 
-def split_of(text: str) -> Literal["reference", "heldout"]:
-    return "reference" if hashlib.sha256(text.encode()).digest()[0] < REFERENCE_BYTE_THRESHOLD else "heldout"
+def split_of(text: str) -> Split:
+    first = hashlib.sha256(text.encode()).digest()[0]
+    if first < SPLIT_BOUNDS["reference"]:
+        return "reference"
+    return "validation" if first < SPLIT_BOUNDS["validation"] else "test"
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,5 +60,7 @@ def _load_set(name: str) -> tuple[Prompt, ...]:
 
 def load_prompts(name: str, split: PromptSplit = "all") -> tuple[Prompt, ...]:
     """The prompts of set `name` (`toxic`, `repetition`) in file order, restricted to `split`."""
+    if split != "all" and split not in SPLITS:
+        raise ExciseError(f"unknown prompt split {split!r}; choose one of: {', '.join(SPLITS)}, all")
     prompts = _load_set(name)
     return prompts if split == "all" else tuple(p for p in prompts if p.split == split)

@@ -1,4 +1,5 @@
-"""Activation scorer: mean |activation| of each unit over reference tokens (padding excluded).
+"""Activation scorer: mean |activation| of each unit over reference tokens (padding excluded;
+for a prompt + continuation only the continuation's).
 
 Neuron i: the MLP hidden activation entering the output projection. Head h: the head's
 attention output before o_proj, averaged over its head_dim values. No weight scores."""
@@ -29,7 +30,7 @@ class ActivationScorer(Scorer):
 
     def _tap(self, key: str, unit_size: int):
         def tap(x: torch.Tensor) -> None:
-            magnitude = self.per_token(x.detach().float()).abs() * self.batch.mask[..., None]  # [B, T, units * unit_size]
+            magnitude = self.per_token(x.detach().float()).abs() * self.batch.scored_mask[..., None]  # [B, T, units * unit_size]
             per_unit = magnitude.sum((0, 1)).view(-1, unit_size).mean(-1)  # [units]
             self.sums[key].add_(per_unit)
 
@@ -39,7 +40,7 @@ class ActivationScorer(Scorer):
         self.batch = batch = batch.to(self.device)
         with torch.no_grad():
             self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        self.count += batch.num_tokens()
+        self.count += batch.num_scored_tokens()
 
     def scores(self) -> Scores:
         return self.mean_scores()

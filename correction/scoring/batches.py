@@ -32,6 +32,8 @@ class ReferenceBatch:
     target: TaskTarget | None = None
     #: [B, T] the same prompts with the task's key words swapped (IOI: names), for EAP
     corrupted_input_ids: torch.Tensor | None = None
+    #: [B, T], 1 = a token of the behaviour to explain (a continuation after its prompt); None = every real token
+    scored: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.input_ids.dim() != 2:
@@ -40,6 +42,8 @@ class ReferenceBatch:
             raise ExciseError("reference attention_mask must have the shape of input_ids")
         if self.corrupted_input_ids is not None and self.corrupted_input_ids.shape != self.input_ids.shape:
             raise ExciseError("reference corrupted_input_ids must have the shape of input_ids (same token lengths)")
+        if self.scored is not None and self.scored.shape != self.input_ids.shape:
+            raise ExciseError("reference scored mask must have the shape of input_ids")
         if self.target is not None and self.target.position.shape != (len(self),):
             raise ExciseError("a task target needs one position, correct (and incorrect) token per sample")
 
@@ -53,8 +57,16 @@ class ReferenceBatch:
             return torch.ones(self.input_ids.shape, device=self.input_ids.device)
         return self.attention_mask.float()
 
+    @property
+    def scored_mask(self) -> torch.Tensor:
+        """`[B, T]` float mask of the tokens whose statistics and targets count (real and scored)."""
+        return self.mask if self.scored is None else self.mask * self.scored.float()
+
     def num_tokens(self) -> int:
         return int(self.mask.sum().item())
+
+    def num_scored_tokens(self) -> int:
+        return int(self.scored_mask.sum().item())
 
     def to(self, device: torch.device | str) -> ReferenceBatch:
         def move(t):
@@ -63,7 +75,10 @@ class ReferenceBatch:
         target = self.target
         if target is not None:
             target = TaskTarget(move(target.position), move(target.correct), move(target.incorrect))
-        return ReferenceBatch(move(self.input_ids), move(self.attention_mask), target, move(self.corrupted_input_ids))
+        return ReferenceBatch(
+            move(self.input_ids), move(self.attention_mask), target,
+            corrupted_input_ids=move(self.corrupted_input_ids), scored=move(self.scored),
+        )
 
 
 ReferenceData = torch.Tensor | Sequence[ReferenceBatch]

@@ -51,9 +51,9 @@ def get_target(name: str) -> Target:
 
 
 def _next_token_mask(batch: ReferenceBatch) -> torch.Tensor:
-    """`[B, T-1]`: position t predicts token t+1; both must be real tokens."""
-    mask = batch.mask
-    return mask[:, :-1] * mask[:, 1:]
+    """`[B, T-1]`: position t predicts token t+1; both must be real tokens, and t+1 a scored one
+    (with a `scored` mask only the continuation's tokens are targets, the prompt is context)."""
+    return batch.mask[:, :-1] * batch.scored_mask[:, 1:]
 
 
 @register_target

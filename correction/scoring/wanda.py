@@ -1,5 +1,5 @@
 """Wanda scorer (Sun et al. 2023): |W_ij| * ||X_j||_2, the L2 norm of input feature j over
-all reference tokens (padding excluded). Accumulates the per-feature sum of squares of
+all reference tokens (padding excluded; for a prompt + continuation only the continuation's). Accumulates the per-feature sum of squares of
 each linear's input; the norm is not divided by the token count, as in Wanda."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class WandaScorer(Scorer):
 
     def _tap(self, key: str):
         def tap(x: torch.Tensor) -> None:
-            squares = self.per_token(x.detach().float()).pow(2) * self.batch.mask[..., None]  # [B, T, in]
+            squares = self.per_token(x.detach().float()).pow(2) * self.batch.scored_mask[..., None]  # [B, T, in]
             self.sums[key].add_(squares.sum((0, 1)))
 
         return tap

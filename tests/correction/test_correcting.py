@@ -1,9 +1,7 @@
-import json
-
 import pytest
 import torch
 
-from correction.behaviours import EvaluationSettings
+from correction.behaviours import EvaluationSettings, get_behaviour
 from correction.cli import main
 from correction.correcting import CorrectConfig, choose, contrastive_scores, correct, remove_lowest
 from correction.errors import ExciseError
@@ -83,13 +81,13 @@ def test_mismatched_scores_are_refused():
         contrastive_scores(GENERAL, Scores(neurons={0: torch.ones(4)}), "neuron", "overall")
 
 
-def test_choose_takes_the_largest_reduction_within_the_bound():
-    rows = [
-        {"budget": 10, "reduction": 0.2, "perplexity_increase": 0.001},
-        {"budget": 20, "reduction": 0.5, "perplexity_increase": 0.015},
-        {"budget": 30, "reduction": 0.5, "perplexity_increase": 0.019},
-        {"budget": 40, "reduction": 0.9, "perplexity_increase": 0.05},
-    ]
+def test_choose_reads_validation_only():
+    def row(budget, validation, increase, test):
+        return {"budget": budget, "validation": {"reduction": validation}, "test": {"reduction": test},
+                "perplexity_validation_increase": increase, "perplexity_test_increase": 0.0}
+
+    # the test column would prefer K=10 and K=40; the choice must not look at it
+    rows = [row(10, 0.2, 0.001, 0.99), row(20, 0.5, 0.015, 0.1), row(30, 0.5, 0.019, 0.1), row(40, 0.9, 0.05, 0.99)]
     assert choose(rows, 0.02)["budget"] == 20
     assert choose(rows, 0.1)["budget"] == 40
     assert choose(rows, 0.0) is None
@@ -98,7 +96,8 @@ def test_choose_takes_the_largest_reduction_within_the_bound():
 def tiny_config(model, **changes) -> CorrectConfig:
     base = dict(
         model=str(model), behaviour="repetition", method="wanda", granularity="neuron", budget=5,
-        general="wiki:4x32", evaluation="wiki:2x32", settings=EvaluationSettings(max_prompts=4, samples=2),
+        general="wiki:4x32", evaluation="wiki:2x32", validation_windows=2, second_evaluation="news:2x32",
+        settings=EvaluationSettings(max_prompts=4, samples=2, reference_samples=2), backend="transformers", sweep=None,
     )
     return CorrectConfig(**(base | changes))
 
@@ -113,7 +112,11 @@ def test_correct_writes_a_valid_artifact_removing_exactly_k(tiny_llama_dir, tmp_
     assert sum(int((~keep).sum()) for keep in masks.neurons.values()) == 5
     metrics = manifest.metrics
     assert metrics["budget"] == 5 and metrics["repetition"]["primary"] == "repetitive_share"
-    assert set(metrics["perplexity"]) == {"before", "after"}
+    assert set(metrics["perplexity"]) == {"before", "after"} and set(metrics["perplexity_news"]) == {"before", "after"}
+    assert metrics["repetition"]["split"] == "test" and set(metrics["validation"]) == {"before", "after"}
+    low, high = metrics["repetition"]["after"]["repetitive_share_low"], metrics["repetition"]["after"]["repetitive_share_high"]
+    assert low <= metrics["repetition"]["after"]["repetitive_share"] <= high
+    assert metrics["generation"]["calls"] and {c["backend"] for c in metrics["generation"]["calls"]} == {"transformers"}
     assert manifest.method.name == "wanda" and manifest.method.params["contrast"] == "general - undesired"
     # the recorded perplexity after is the masked model's
     loaded = load_model(tiny_llama_dir)
@@ -130,7 +133,7 @@ def test_sweep_records_every_budget_and_keeps_one_within_the_bound(tiny_llama_di
     metrics = Manifest.load(out).metrics
     assert [row["budget"] for row in metrics["sweep"]] == [2, 6]
     chosen = next(row for row in metrics["sweep"] if row["budget"] == metrics["budget"])
-    assert chosen["perplexity_increase"] <= 1.0
+    assert chosen["perplexity_validation_increase"] <= 1.0
     assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
 
 
@@ -146,7 +149,13 @@ def cli(capsys, *args) -> tuple[int, str]:
         (["--behaviour", "sarcasm"], "unknown behaviour 'sarcasm' (no reference set)"),
         (["--behaviour", "repetition", "--method", "magnitude"], "cannot contrast"),
         (["--behaviour", "toxicity", "--toxicity-scorer", "broken-for-test"], "failed to load"),
-        (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2"], "nothing to correct"),
+        (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2", "--reference-samples", "2",
+          "--backend", "transformers"], "nothing to correct"),
+        (["--behaviour", "toxicity", "--sweep", "25,x"], "cannot read --sweep '25,x'"),
+        (["--behaviour", "toxicity", "--sweep", "0,5"], "needs positive budgets"),
+        (["--behaviour", "repetition", "--sweep", "5,100000"], "exceeds the 256 neurons"),
+        (["--behaviour", "toxicity", "--max-prompts", "1"], "too small for the reference/validation/test split"),
+        (["--behaviour", "toxicity", "--param", "aggregation=bogus"], "bad --param for 'lrp'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_llama_dir, tmp_path, capsys):
@@ -165,15 +174,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 
 
 @pytest.mark.slow
-def test_correct_smollm2_toxicity_small_budget(smollm2_dir, tmp_path, capsys):
-    code = main([
-        "correct", "--model", str(smollm2_dir), "--behaviour", "toxicity", "--method", "lrp", "--budget", "20",
-        "--max-prompts", "12", "--samples", "3", "--general", "wiki:4x64", "--evaluation", "wiki:2x128",
-        "--out", str(tmp_path / "fix"),
-    ])
-    assert code == 0, capsys.readouterr().err
-    manifest = Manifest.load(tmp_path / "fix")
-    before = manifest.metrics["toxicity"]["before"]
-    assert before["toxicity_probability"] > 0  # the dense model is measurably toxic on held-out prompts
-    assert sum(int((~k).sum()) for k in MaskSet.load(tmp_path / "fix").neurons.values()) == 20
-    assert json.loads((tmp_path / "fix" / "manifest.json").read_text())["kind"] == "correction"
+def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, tmp_path):
+    """The correction `make serve` builds (correction/defaults.py CORRECT) on SmolLM2: toxicity on the
+    validation prompts drops clearly, and removing the *opposite* end of the same ranking does not
+    do that (so a reversed ranking fails this test)."""
+    from correction.correcting import build_references, score_contrast
+    from correction.defaults import CORRECT
+    from correction.evaluation.variants import VariantEvaluator
+    from correction.neuron_scales import NeuronScales
+    from correction.protocol import measure_variants
+
+    config = CORRECT.model_copy(update={"model": str(smollm2_dir)})
+    out = correct(config, tmp_path / "fix")
+    metrics = Manifest.load(out).metrics
+    before, after = metrics["validation"]["before"], metrics["validation"]["after"]
+    assert before["toxicity_probability"] >= 0.3  # the dense model is measurably toxic on these prompts
+    assert after["toxicity_probability"] <= 0.7 * before["toxicity_probability"]
+    assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
+
+    loaded = load_model(smollm2_dir)
+    evaluator = VariantEvaluator(loaded, config.backend)
+    references = build_references(config, loaded, get_behaviour("toxicity"), evaluator)
+    contrast, _ = score_contrast(config, loaded.model, references)
+    reversed_contrast = Scores(neurons={k: -v for k, v in contrast.neurons.items()})
+    variants = {"ranked": NeuronScales.from_masks(remove_lowest(contrast, "neuron", metrics["budget"])),
+                "reversed": NeuronScales.from_masks(remove_lowest(reversed_contrast, "neuron", metrics["budget"]))}
+    measured = measure_variants(evaluator, get_behaviour("toxicity"), variants, references.protocol, config.settings,
+                                splits=("validation",), window_sets=())
+    ranked, reversed_ = (measured[k].behaviour["validation"].value for k in ("ranked", "reversed"))
+    assert ranked < reversed_

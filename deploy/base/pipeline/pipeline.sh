@@ -22,7 +22,9 @@ step() {  # step FOLDER COMMAND...: run COMMAND unless FOLDER already holds an a
 step "$work/lrp-mask" excise prune --model "$MODEL" --method lrp --sparsity "$SPARSITY" \
     --calibration "$CALIBRATION" --device "$DEVICE" --out "$work/lrp-mask"
 step "$serve/smollm2-lrp50" excise export "$work/lrp-mask" --to hf --out "$serve/smollm2-lrp50"
-step "$work/detox" excise correct --model "$MODEL" --behaviour "$BEHAVIOUR" --budget "$BUDGET" \
+# excise correct's defaults are the measured protocol: its best method, a sweep of budgets chosen
+# on the validation prompts within +1% perplexity, test figures in the manifest.
+step "$work/detox" excise correct --model "$MODEL" --behaviour "$BEHAVIOUR" \
     --device "$DEVICE" --out "$work/detox"
 step "$serve/smollm2-detox" excise export "$work/detox" --to lora --out "$serve/smollm2-detox"
 # The servers' init containers wait for this file.

@@ -9,8 +9,8 @@ from correction.behaviours import BEHAVIOURS, get_behaviour, text_batches
 from correction.behaviours.base import EvaluationSettings
 from correction.errors import ExciseError
 from correction.evaluation.generation import TransformersGenerator
-from correction.models.loading import load_model
 import correction.reference_data
+from correction.models.loading import load_model
 
 
 def test_registry_knows_toxicity_and_repetition():
@@ -19,23 +19,26 @@ def test_registry_knows_toxicity_and_repetition():
         get_behaviour("sarcasm")
 
 
-def _file_halves() -> dict[str, list[str]]:
-    """The committed prompt file read directly, halved by the README's rule (first SHA-256 byte < 128)."""
+def _file_splits() -> dict[str, list[str]]:
+    """The committed prompt file read directly, split by the documented rule written out here:
+    first SHA-256 byte < 96 reference, < 144 validation, else test."""
     path = Path(correction.reference_data.__file__).parent / "toxic_prompts.jsonl"
-    halves: dict[str, list[str]] = {"reference": [], "heldout": []}
+    splits: dict[str, list[str]] = {"reference": [], "validation": [], "test": []}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             text = json.loads(line)["text"]
-            halves["reference" if hashlib.sha256(text.encode()).digest()[0] < 128 else "heldout"].append(text)
-    return halves
+            first = hashlib.sha256(text.encode()).digest()[0]
+            splits["reference" if first < 96 else "validation" if first < 144 else "test"].append(text)
+    return splits
 
 
 def test_prompts_come_from_the_right_half():
     behaviour = get_behaviour("toxicity")
-    halves = _file_halves()
-    assert behaviour.prompts("heldout") == halves["heldout"]
-    assert behaviour.prompts("reference", 5) == halves["reference"][:5]
-    assert not set(behaviour.prompts("heldout")) & set(behaviour.prompts("reference"))
+    splits = _file_splits()
+    assert behaviour.prompts("test") == splits["test"]
+    assert behaviour.prompts("validation") == splits["validation"]
+    assert behaviour.prompts("reference", 5) == splits["reference"][:5]
+    assert not set(behaviour.prompts("test")) & set(behaviour.prompts("reference"))
 
 
 def test_text_batches_pad_right_and_cut(tiny_llama_dir):
