@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="wiki:64x512",
         help="SOURCE[:COUNTxLENGTH]: wiki, news or a .txt/.jsonl file (default: wiki:64x512, evaluation split)",
     )
-        ppl.add_argument("--batch-size", type=positive_int, default=4)
+    ppl.add_argument("--batch-size", type=positive_int, default=4)
     ppl.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
     ppl.set_defaults(evaluate=run_ppl)
     task = metrics.add_parser("task", help="logit difference, accuracy and top-1 on a task's held-out prompts")
