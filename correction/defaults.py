@@ -1,16 +1,16 @@
 """The embedded default that `make serve` serves: SmolLM2 dense, 50% LRP-pruned, toxicity-corrected.
 
-Built once under `EXCISE_HOME/default/` with small reference sets so it takes minutes on a
+Built once under `EXCISE_HOME/default/<RECIPE>/` with small reference sets so it takes minutes on a
 CPU, not hours (the full protocols are `excise prune` / `excise correct` with their
 defaults). Every step writes its folder atomically and is skipped when the folder exists,
 so an interrupted build resumes where it stopped:
 
-    pipeline/lrp50-mask   excise prune --method lrp --sparsity 0.5 (row-wise)
+    pipeline/lrp50-mask   excise prune --method lrp --sparsity 0.5 (row-wise, token-absolute relevance)
     serve/smollm2-lrp50   excise export --to hf         (a dense folder vLLM loads)
     pipeline/detox-mask   excise correct --behaviour toxicity (its defaults, smaller sets)
     serve/smollm2-detox   excise export --to lora       (served on the dense engine)
 
-`excise serve --artifacts EXCISE_HOME/default/serve` then serves `smollm2` (the base of
+`excise serve --artifacts EXCISE_HOME/default/<RECIPE>/serve` then serves `smollm2` (the base of
 the correction), `smollm2-lrp50` and `smollm2-detox`.
 """
 
@@ -34,6 +34,11 @@ MODEL = "smollm2"
 PRUNED = "smollm2-lrp50"
 CORRECTED = "smollm2-detox"
 
+#: bumped whenever PRUNE or CORRECT change, so a cache built by an older recipe is not served as this one
+RECIPE = "v2"
+# `excise prune --method lrp`'s measured defaults (token-absolute aggregation, pruning.PRUNE_SCORER_DEFAULTS;
+# benchmarks/results/pruning.md) on a smaller reference set, so it builds in about a minute on a CPU.
+# SparseGPT's reconstruction (`reconstruct=True`) is left out: it was measured at 64 x 512 only.
 PRUNE = PruneConfig(
     model=MODEL,
     method="lrp",
@@ -58,7 +63,7 @@ CORRECT = CorrectConfig(
 
 
 def default_folder() -> Path:
-    return excise_home() / "default"
+    return excise_home() / "default" / RECIPE
 
 
 def _step(folder: Path, what: str, build: Callable[[Path], object]) -> Path:
