@@ -164,14 +164,15 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         generation = result["generation"]
         backends = ", ".join(f"{stage} {g['backend']}" for stage, g in generation.items())
         fallbacks = sorted({f for g in generation.values() for f in g["fallbacks"]})
-        d_test, d_val = dense["test"]["behaviour"]["metrics"], dense["validation"]["behaviour"]["metrics"]
+        d_val = dense["validation"]["behaviour"]["metrics"]
+        d_test = dense["test"]["behaviour"]["metrics"] if dense["test"] else None
         lines += [f"## {name}", "",
                   f"Prompts: reference {result['prompts']['reference']}, validation {result['prompts']['validation']}, "
                   f"test {result['prompts']['test']} (hash split). Undesired reference: {result['references']['texts']} "
                   f"texts ({result['references']['scored_tokens']} continuation tokens scored, "
                   f"{result['references']['tokens']} in all), {result['references']['harmless_texts']} harmless "
                   f"continuations for AurA. Samples per prompt: validation {settings['validation_samples']}, test "
-                  f"{d_test.get('samples_per_prompt', 1)}. Generation backend per stage: {backends}"
+                  f"{settings['test_samples']}. Generation backend per stage: {backends}"
                   f"{'; fallbacks: ' + '; '.join(fallbacks) if fallbacks else ''}."
                   + (f" **Reduced run**: the protocol samples k = 25 per prompt; this run drew {settings['test_samples']} "
                      f"per test prompt, {settings['validation_samples']} per validation prompt and "
@@ -179,10 +180,11 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                      "than the protocol's and its intervals wider; read it as a comparison of methods under one "
                      "setting, not as RealToxicityPrompts figures." if settings["test_samples"] < 25 else ""),
                   "",
-                  f"Dense: validation {primary} {d_val[primary]:.3f} [{d_val[primary + '_low']:.3f}, {d_val[primary + '_high']:.3f}], "
-                  f"test {d_test[primary]:.3f} [{d_test[primary + '_low']:.3f}, {d_test[primary + '_high']:.3f}], "
-                  f"test {secondary} {d_test[secondary]:.3f}; perplexity wiki {dense['test']['perplexity']['test']:.3f}, "
-                  f"news {dense['test']['perplexity'].get('news', float('nan')):.3f}.", "",
+                  f"Dense: validation {primary} {d_val[primary]:.3f} [{d_val[primary + '_low']:.3f}, {d_val[primary + '_high']:.3f}]"
+                  + (f", test {d_test[primary]:.3f} [{d_test[primary + '_low']:.3f}, {d_test[primary + '_high']:.3f}], "
+                     f"test {secondary} {d_test[secondary]:.3f}; perplexity wiki {dense['test']['perplexity']['test']:.3f}, "
+                     f"news {dense['test']['perplexity'].get('news', float('nan')):.3f}." if d_test else
+                     "; the test stage has not run."), "",
                   "### Test figures at the budget each method chose on validation", ""]
         lines += _table(tests, [
             ("method", lambda r: r["method"]), ("K", lambda r: str(r["budget"])),
@@ -207,7 +209,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                      "rerun the command to complete it)" for m in untested]
         lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
                   *failures, ""]
-        summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test, "perplexity": dense["test"]["perplexity"]},
+        summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test,
+                                                 "perplexity": dense["test"]["perplexity"] if d_test else None},
                                        "test": tests, "validation": validations, "references": result["references"],
                                        "prompts": result["prompts"], "generation": result["generation"]}
     lines += ["Methods: " + "; ".join(f"`{m}` {e['help']}" for m, e in next(iter(results.values()))["methods"].items()), ""]

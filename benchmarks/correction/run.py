@@ -209,9 +209,9 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         if result is not None:  # None: --report-only before this stage ran
             tested |= result["variants"]
             generation[f"test {key}"] = result["generation"]
-    out["dense"]["test"] = tested["dense"]
+    out["dense"]["test"] = tested.get("dense")
     for m in methods:
-        out["methods"][m]["test"] = tested.get(m)
+        out["methods"][m]["test"] = tested.get(m) if "dense" in tested else None
     out["generation"] = generation
     return out
 
