@@ -47,8 +47,8 @@ PRUNE = PruneConfig(
     calibration=DataSpec(split="calibration", count=16, length=256, order="random"),
     evaluation=default_evaluation_spec(count=8, length=256),
 )
-# excise correct's own defaults (CorrectConfig: the method, rule and sweep measured best on the
-# validation prompts, benchmarks/results/correction.md), on fewer prompts, samples and windows so
+# excise correct's own defaults (CorrectConfig; its method is provisional until benchmarks/correction
+# has run on this protocol), on fewer prompts, samples and windows so
 # `make serve` builds it in minutes on a CPU; its manifest still reports test-split figures.
 CORRECT = CorrectConfig(
     model=MODEL,

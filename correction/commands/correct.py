@@ -23,7 +23,7 @@ def parse_budgets(text: str) -> list[int]:
     return budgets
 
 
-#: CorrectConfig's defaults are the measured best settings (benchmarks/results/correction.md)
+#: CorrectConfig's defaults (see its comments for what they rest on)
 CORRECT = CorrectConfig()
 
 
