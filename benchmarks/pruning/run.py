@@ -261,7 +261,7 @@ def measure(args: argparse.Namespace) -> dict:
             bench.run(variant)
     except OutOfTime:
         logger.info("budget spent; rerun the same command to continue")
-        state["complete"] = False
+        state["load_end"], state["complete"] = os.getloadavg()[0], False
         return state
     if "cost_per_token" not in state:
         state["cost_per_token"] = bench.cost_per_token()

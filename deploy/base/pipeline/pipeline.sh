@@ -19,7 +19,7 @@ step() {  # step FOLDER COMMAND...: run COMMAND unless FOLDER already holds an a
     fi
 }
 
-step "$work/lrp-mask" excise prune --model "$MODEL" --method lrp --sparsity "$SPARSITY" \
+step "$work/lrp-mask" excise prune --model "$MODEL" --method lrp --sparsity "$SPARSITY" --reconstruct \
     --calibration "$CALIBRATION" --device "$DEVICE" --out "$work/lrp-mask"
 step "$serve/smollm2-lrp50" excise export "$work/lrp-mask" --to hf --out "$serve/smollm2-lrp50"
 # excise correct's defaults are the measured protocol: its best method, a sweep of budgets chosen
