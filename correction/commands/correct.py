@@ -10,16 +10,17 @@ from correction.commands import Command
 from correction.commands.arguments import device, positive_int
 from correction.commands.prune import parse_params
 from correction.correcting import CorrectConfig, correct
-from correction.errors import ExciseError
 
 
 def parse_budgets(text: str) -> list[int]:
+    """`--sweep`'s value: positive budgets separated by commas (an argparse type: a bad value is one
+    line naming the flag, before any model is looked at)."""
     try:
         budgets = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ExciseError(f"cannot read --sweep {text!r}; give budgets separated by commas, e.g. 25,50,100") from None
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}; give budgets separated by commas, e.g. 25,50,100") from None
     if not budgets or min(budgets) <= 0:
-        raise ExciseError(f"--sweep {text!r} needs positive budgets separated by commas, e.g. 25,50,100")
+        raise argparse.ArgumentTypeError(f"{text!r} needs positive budgets separated by commas, e.g. 25,50,100")
     return budgets
 
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--granularity", default=CORRECT.granularity, help="neuron, weight or head (default: neuron)")
     parser.add_argument("--budget", type=positive_int, help="remove exactly this many components (instead of a sweep)")
     default_sweep = ",".join(map(str, CORRECT.budgets()))
-    parser.add_argument("--sweep", help=f"budgets to try: the best on the validation prompts within --ppl-bound is "
+    parser.add_argument("--sweep", type=parse_budgets, help=f"budgets to try: the best on the validation prompts within --ppl-bound is "
                         f"kept (default without --budget: {default_sweep})")
     parser.add_argument("--ppl-bound", type=float, default=CORRECT.ppl_bound,
                         help="largest validation perplexity increase (0.01 = 1%%, the default)")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         params=parse_params(args.param or []),
         granularity=args.granularity,
         budget=args.budget if args.budget is not None else CORRECT.budget,
-        sweep=parse_budgets(args.sweep) if args.sweep is not None else (None if args.budget is not None else CORRECT.sweep),
+        sweep=args.sweep if args.sweep is not None else (None if args.budget is not None else CORRECT.sweep),
         ppl_bound=args.ppl_bound,
         normalise=args.normalise,
         general=args.general,

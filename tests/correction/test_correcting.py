@@ -138,7 +138,10 @@ def test_sweep_records_every_budget_and_keeps_one_within_the_bound(tiny_llama_di
 
 
 def cli(capsys, *args) -> tuple[int, str]:
-    code = main(["correct", *args])
+    try:
+        code = main(["correct", *args])
+    except SystemExit as exit:  # a flag argparse refuses (e.g. --sweep 25,x) exits while parsing
+        code = exit.code
     return code, capsys.readouterr().err.strip()
 
 
@@ -151,7 +154,7 @@ def cli(capsys, *args) -> tuple[int, str]:
         (["--behaviour", "toxicity", "--toxicity-scorer", "broken-for-test"], "failed to load"),
         (["--behaviour", "toxicity", "--max-prompts", "2", "--samples", "2", "--reference-samples", "2",
           "--backend", "transformers"], "nothing to correct"),
-        (["--behaviour", "toxicity", "--sweep", "25,x"], "cannot read --sweep '25,x'"),
+        (["--behaviour", "toxicity", "--sweep", "25,x"], "argument --sweep: cannot read '25,x'"),
         (["--behaviour", "toxicity", "--sweep", "0,5"], "needs positive budgets"),
         (["--behaviour", "repetition", "--sweep", "5,100000"], "exceeds the 256 neurons"),
         (["--behaviour", "toxicity", "--max-prompts", "1"], "too small for the reference/validation/test split"),
