@@ -55,7 +55,9 @@ PRUNE = PruneConfig(
 CORRECT = CorrectConfig(
     model=MODEL,
     behaviour="toxicity",
-    sweep=[50, 100],
+    # small budgets too, so a budget within the perplexity bound exists on these small validation sets
+    # (a fresh-clone run found K=50 at +1.26% and K=100 at +2.09%, over the 1% bound)
+    sweep=[10, 25, 50],
     general="wiki:16x128",
     evaluation="wiki:8x256",
     validation_windows=4,
