@@ -55,17 +55,18 @@ from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
+from correction.models.placement import ComputeSettings
 from correction.neuron_scales import NeuronScales
 from correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
 from correction.scoring import Scores, score_model
 from correction.scoring.base import scorer_class
-from correction.scoring.support import check_method_unit
+from correction.scoring.support import check_method_unit, check_recompute
 
 logger = logging.getLogger(__name__)
 
 
 
-class CorrectConfig(BaseModel):
+class CorrectConfig(ComputeSettings):
     """Everything a correction run depends on (saved in the artifact's manifest)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -90,7 +91,6 @@ class CorrectConfig(BaseModel):
     backend: Backend = "auto"  # generation: vLLM where installed (auto), or force one
     batch_size: int = Field(4, gt=0)  # scoring batch size
     generation_batch_size: int = Field(64, gt=0)
-    device: str = "cpu"
 
     @field_validator("sweep")
     @classmethod
@@ -102,6 +102,7 @@ class CorrectConfig(BaseModel):
     @model_validator(mode="after")
     def _method_scores_granularity(self) -> CorrectConfig:
         check_method_unit(self.method, self.granularity)
+        check_recompute(self.method, self.recompute)
         return self
 
     def budgets(self) -> list[int]:
@@ -192,7 +193,7 @@ def score_contrast(config: CorrectConfig, model, references: References) -> tupl
     for what, data in (("general", references.general), ("undesired", references.undesired)):
         logger.info("scoring the %s reference with %s", what, config.method)
         results[what] = score_model(model, data, config.method, granularities={config.granularity},
-                                    batch_size=config.batch_size, **config.params)
+                                    batch_size=config.batch_size, recompute=config.recompute, **config.params)
         seconds[f"scoring_{what}"] = results[what].wall_seconds
     contrast = contrastive_scores(results["general"].scores, results["undesired"].scores, config.granularity,
                                   config.normalise)
@@ -211,7 +212,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
         raise ExciseError(f"{out} already exists; choose another --out or pass --force to replace it")
     behaviour = _check_inputs(config)
     started = time.perf_counter()
-    loaded = load_model(config.model, device=config.device)
+    loaded = load_model(config.model, **config.load_options())
     adapter = get_adapter(loaded.model)
     total = _components(adapter, config.granularity)
     if max(config.budgets()) > total:

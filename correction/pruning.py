@@ -39,6 +39,7 @@ from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
 from correction.models.loading import LoadedModel, load_model
+from correction.models.placement import ComputeSettings
 from correction.reconstruction import (
     SPARSEGPT,
     ReconstructionConfig,
@@ -49,7 +50,7 @@ from correction.reconstruction import (
 )
 from correction.scoring.run import peak_rss_bytes
 from correction.scoring.scores import SCORES_FILE, Scores
-from correction.scoring.support import check_method_unit
+from correction.scoring.support import check_method_unit, check_recompute
 from correction.selection import get_selection, selection_names
 from correction.updates import save_weights
 
@@ -64,7 +65,7 @@ PRUNE_SCORER_DEFAULTS: dict[str, dict[str, Any]] = {"lrp": {"aggregation": "toke
 PERPLEXITY_CACHE_VERSION = 1
 
 
-class PruneConfig(BaseModel):
+class PruneConfig(ComputeSettings):
     """Everything that determines a mask artifact; saved (resolved) into its manifest."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,7 +81,6 @@ class PruneConfig(BaseModel):
     save_scores: bool = False
     from_scores: Path | None = None
     seed: int = Field(0, description="torch seed while scoring (the calibration draw has its own, in its spec)")
-    device: str = "cpu"
     batch_size: int = Field(1, ge=1, description="reference windows per scoring step")
     params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
     selection_params: dict[str, Any] = Field(
@@ -120,7 +120,10 @@ class PruneConfig(BaseModel):
                 raise ValueError("sparsegpt has no scores to allocate per-layer sparsity from; use allocation=uniform")
         if self.reconstructs and get_selection(self.granularity).unit != "weight":
             raise ValueError(f"reconstruction re-fits single weights; granularity {self.granularity!r} removes units")
+        if self.reconstructs and self.dtype != "float32":
+            raise ValueError("reconstruction re-fits the kept weights in float32, the base's dtype; drop dtype")
         check_method_unit(self.method, get_selection(self.granularity).unit, self.granularity)
+        check_recompute(self.method, self.recompute)
         return self
 
     @property
@@ -155,7 +158,7 @@ def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
             f"{config.from_scores} holds {saved.method} scores, not {config.method}; drop --method or score again"
         )
     torch.manual_seed(config.seed)
-    loaded = load_model(config.model, device=config.device)
+    loaded = load_model(config.model, **config.load_options())
     max_length = loaded.model.config.max_position_embeddings
     needs_calibration = saved is None or config.reconstructs
     calibration = token_windows(loaded.tokenizer, config.calibration, max_length=max_length) if needs_calibration else None
@@ -232,7 +235,8 @@ def _score(config: PruneConfig, loaded: LoadedModel, windows: torch.Tensor, unit
     """Score in this process: lrp's class patches are undone when its session ends, before the
     pruned model is evaluated. The peak memory recorded is this process's up to the end of scoring."""
     result = scoring.score_model(
-        loaded.model, windows, config.method, granularities={unit}, batch_size=config.batch_size, **config.params
+        loaded.model, windows, config.method, granularities={unit}, batch_size=config.batch_size,
+        recompute=config.recompute, **config.params,
     )
     resources = {"peak_rss_mb": result.peak_rss_bytes / 2**20}
     if result.peak_cuda_bytes is not None:
@@ -300,6 +304,8 @@ def _cached_perplexity(
             "weights": base.weights_sha256,
             "spec": config.evaluation.model_dump(),
             "device": config.device,
+            "dtype": config.dtype,
+            "device_map": config.device_map,
             "version": PERPLEXITY_CACHE_VERSION,
         },
         sort_keys=True,

@@ -31,9 +31,10 @@ from correction.errors import ExciseError
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.loading import LoadedModel, load_model
+from correction.models.placement import ComputeSettings
 from correction.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
 from correction.scoring.scores import Scores
-from correction.scoring.support import check_method_unit
+from correction.scoring.support import check_method_unit, check_recompute
 from correction.tasks import TaskBatch, TaskScore, evaluate_task, load_task, split_task
 from correction.tasks.registry import Task
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
-class CircuitConfig(BaseModel):
+class CircuitConfig(ComputeSettings):
     """Everything that determines a circuit; saved (resolved) into its manifest."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +63,6 @@ class CircuitConfig(BaseModel):
     heldout: int = Field(64, ge=1, description="prompts the chosen circuit is reported on")
     seed: int = 0
     batch_size: int = Field(16, ge=1)
-    device: str = "cpu"
     params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
 
     @field_validator("method")
@@ -83,6 +83,7 @@ class CircuitConfig(BaseModel):
     @model_validator(mode="after")
     def _resolve(self) -> CircuitConfig:
         check_method_unit(self.method, self.granularity)
+        check_recompute(self.method, self.recompute)
         if self.scope is None:
             self.scope = default_scope(self.granularity)
         return self
@@ -178,7 +179,7 @@ def check_task(config: CircuitConfig, task: Task) -> None:
 def prepare_task(config: CircuitConfig) -> TaskContext:
     task = load_task(config.task)
     check_task(config, task)
-    loaded = load_model(config.model, device=config.device)
+    loaded = load_model(config.model, **config.load_options())
     split = split_task(task, loaded.tokenizer, reference=config.reference, heldout=config.heldout, seed=config.seed)
     batches = {part: split.encode(loaded.tokenizer, part) for part in ("reference", "heldout")}
     if split.has_corrupted:
@@ -208,6 +209,7 @@ def score_task(config: CircuitConfig, context: TaskContext, granularities: set[s
         "granularities": granularities or {config.granularity},
         "target": config.target,
         "batch_size": config.batch_size,
+        "recompute": config.recompute,
     }
     batches = reference_batches(context.batches["reference"], config.batch_size, context.batches.get("reference_corrupted"))
     return score_model(context.loaded.model, batches, config.method, **options, **config.params)

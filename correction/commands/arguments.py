@@ -9,10 +9,12 @@ pod's, still parses here); `check_machine` then checks the parsed values against
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
 from correction.errors import ExciseError
+from correction.models.placement import DEVICE_MAP_STRATEGIES, DTYPES, check_dtype
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -40,10 +42,54 @@ def device(text: str) -> str:
     return text
 
 
+def device_map(text: str) -> str | dict:
+    """An accelerate strategy (auto, balanced, balanced_low_0, sequential) or a JSON file
+    mapping module names to devices ("model.layers.3": 0, "model.layers.20": "cpu", ... "disk")."""
+    if text in DEVICE_MAP_STRATEGIES:
+        return text
+    path = Path(text)
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither {', '.join(DEVICE_MAP_STRATEGIES)} nor a readable JSON file ({reason})"
+        ) from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, (int, str)) for v in mapping.values()):
+        raise argparse.ArgumentTypeError(f"{text} must hold one JSON object of module name -> device (a GPU index or name)")
+    return mapping
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how the job runs the model (`correction.models.placement.ComputeSettings`)."""
+    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument(
+        "--dtype", choices=list(DTYPES), default="float32",
+        help="the model's dtype for the job (default float32); scores are summed in float32 in every dtype",
+    )
+    parser.add_argument(
+        "--device-map", type=device_map, metavar="STRATEGY|FILE.json",
+        help="spread the model with accelerate: auto, balanced, sequential, or a JSON module -> device map "
+        "(GPUs, cpu, disk for offload); replaces --device",
+    )
+    parser.add_argument(
+        "--recompute", action="store_true",
+        help="recompute each decoder layer in the backward pass instead of keeping its activations: "
+        "memory about one layer's worth, time about one more forward pass (lrp, gradient, eap)",
+    )
+
+
+def compute_settings(args: argparse.Namespace) -> dict:
+    """The `ComputeSettings` fields from `add_compute_arguments`' flags."""
+    return {"device": args.device, "dtype": args.dtype, "device_map": args.device_map, "recompute": args.recompute}
+
+
 def check_machine(args: argparse.Namespace) -> None:
-    """The parsed `--device` exists here and `--out` can be written here."""
+    """The parsed `--device` exists here and can run `--dtype`, and `--out` can be written here."""
     if getattr(args, "device", None) is not None:
         _check_device(args.device)
+        if getattr(args, "dtype", None) is not None and getattr(args, "device_map", None) is None:
+            check_dtype(args.device, args.dtype)
     if isinstance(getattr(args, "out", None), Path):
         _check_writable(args.out)
 

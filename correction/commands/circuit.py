@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from correction.commands import Command
-from correction.commands.arguments import device, positive_int
+from correction.commands.arguments import add_compute_arguments, compute_settings, positive_int
 from correction.errors import ExciseError
 
 
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", type=int, default=64, help="held-out prompts to report on (default: 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    add_compute_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "scope": args.scope, "target": args.target, "ablation": args.ablation, "retain": args.retain,
         "refine_steps": args.refine,
         "reference": args.reference, "heldout": args.heldout, "seed": args.seed, "batch_size": args.batch_size,
-        "device": args.device,
+        **compute_settings(args),
     }
     if args.sparsities:
         settings["sparsities"] = args.sparsities

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from correction.behaviours import BEHAVIOURS, EvaluationSettings
 from correction.commands import Command
-from correction.commands.arguments import device, positive_int
+from correction.commands.arguments import add_compute_arguments, compute_settings, positive_int
 from correction.commands.prune import parse_params
 from correction.correcting import CorrectConfig, correct
 
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-prompts", type=int, help="use only the first N prompts of each split")
     parser.add_argument("--backend", default="auto", help="generation: auto (vLLM where installed), vllm or transformers")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    add_compute_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the correction artifact")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, toxicity_scorer=args.toxicity_scorer,
         ),
         backend=args.backend,
-        device=args.device,
+        **compute_settings(args),
     )
     out = correct(config, args.out, force=args.force)
     from correction.manifest import Manifest

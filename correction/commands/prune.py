@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from correction.commands import Command
-from correction.commands.arguments import device, positive_int
+from correction.commands.arguments import add_compute_arguments, compute_settings, positive_int
 from correction.data.windows import DataSpec
 from correction.errors import ExciseError
 from correction.pruning import PruneConfig, prune
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-scores", action="store_true", help="keep the raw scores in the artifact")
     parser.add_argument("--from-scores", type=Path, help="cut the mask from a saved scores artifact instead of scoring")
     parser.add_argument("--seed", type=int, default=0, help="seed for drawing calibration windows (default: 0)")
-    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    add_compute_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=1, help="calibration windows per scoring step")
     parser.add_argument(
         "--param",
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         save_scores=args.save_scores,
         from_scores=args.from_scores,
         seed=args.seed,
-        device=args.device,
+        **compute_settings(args),
         batch_size=args.batch_size,
         params=parse_params(args.param),
         selection_params=parse_params(args.selection_param),

@@ -20,10 +20,10 @@ import torch
 from correction.errors import ExciseError
 from correction.models.adapters import adapter_class
 from correction.models.embedded import EMBEDDED_MODELS, prepare_embedded
+from correction.models.placement import DTYPES, check_placement
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -101,5 +101,7 @@ def load_model(
         raise ExciseError(f"cannot load the model in {path}: {error}") from error
     if device_map is None:
         model.to(device)
+    else:
+        check_placement(model)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path)

@@ -39,7 +39,7 @@ class ActivationScorer(Scorer):
     def step(self, batch: ReferenceBatch) -> None:
         self.batch = batch = batch.to(self.device)
         with torch.no_grad():
-            self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            self.run_model(batch.input_ids)
         self.count += batch.num_scored_tokens()
 
     def scores(self) -> Scores:

@@ -28,6 +28,7 @@ from torch import nn
 from correction.errors import ExciseError
 from correction.models.adapters import ModelAdapter
 from correction.scoring.batches import ReferenceBatch
+from correction.models.placement import execution_device
 from correction.scoring.hooks import HookSet
 from correction.scoring.scores import Scores
 from correction.scoring.targets import Target
@@ -49,6 +50,8 @@ class Scorer(ABC):
     needs_data: ClassVar[bool] = True
     #: True for scorers that compare each prompt with its corrupted counterpart (EAP)
     needs_corrupted: ClassVar[bool] = False
+    #: True for scorers that run a backward pass (what layer recomputation saves memory on)
+    runs_backward: ClassVar[bool] = False
 
     def __init__(self, adapter: ModelAdapter, granularities: set[str], target: Target, config: ScorerConfig):
         unsupported = set(granularities) - set(self.supported_granularities)
@@ -71,13 +74,16 @@ class Scorer(ABC):
         input to `[B*T, features]`)."""
         return activation.reshape(*self.batch.input_ids.shape, activation.shape[-1])
 
-    def buffer(self, key: str, like: torch.Tensor | None = None, size: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Allocate (once) the fp32 running sum `key`, shaped like `like` or `size`."""
+    def buffer(self, key: str, size: tuple[int, ...], module: nn.Module) -> torch.Tensor:
+        """Allocate (once) the fp32 running sum `key` of shape `size`, where `module` computes."""
         if key not in self.sums:
-            device = like.device if like is not None else self.device
-            shape = like.shape if like is not None else size
-            self.sums[key] = torch.zeros(shape, dtype=torch.float32, device=device)
+            self.sums[key] = torch.zeros(size, dtype=torch.float32, device=execution_device(module))
         return self.sums[key]
+
+    def run_model(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The model's `[B, T, V]` logits on `input_ids` under the running batch's padding mask.
+        No KV cache: scoring never decodes, and layer recomputation would fill it twice."""
+        return self.adapter.model(input_ids=input_ids, attention_mask=self.batch.attention_mask, use_cache=False).logits
 
     @property
     def device(self) -> torch.device:
@@ -90,10 +96,10 @@ class Scorer(ABC):
         for layer in self.adapter.layers():
             attn = layer.attention
             if "neuron" in self.granularities:
-                self.buffer(f"neuron/{layer.index}", size=(layer.mlp.num_neurons,))
+                self.buffer(f"neuron/{layer.index}", (layer.mlp.num_neurons,), layer.mlp.output)
                 hooks.on_input(layer.mlp.output, make_tap(f"neuron/{layer.index}", 1))
             if "head" in self.granularities:
-                self.buffer(f"head/{layer.index}", size=(attn.num_heads,))
+                self.buffer(f"head/{layer.index}", (attn.num_heads,), attn.o_proj)
                 hooks.on_input(attn.o_proj, make_tap(f"head/{layer.index}", attn.head_dim))
 
     @contextmanager
@@ -106,16 +112,19 @@ class Scorer(ABC):
 
     @abstractmethod
     def scores(self) -> Scores:
-        """The scores from the sums accumulated so far (or from the weights alone)."""
+        """The scores from the sums accumulated so far (or from the weights alone); called once."""
 
     def mean_scores(self) -> Scores:
-        """Sums kept under `weight/<param>`, `neuron/<layer>`, `head/<layer>`, divided by `count`."""
+        """Sums kept under `weight/<param>`, `neuron/<layer>`, `head/<layer>`, divided by `count`.
+
+        The sums become the scores (divided in place and handed over), so reading them never
+        holds a second model-sized copy; the scorer is spent afterwards."""
         if self.count == 0:
             raise ExciseError(f"scorer {self.name!r} saw no reference data; pass a non-empty reference set")
         scores = Scores()
-        for key, total in self.sums.items():
+        for key in list(self.sums):
             kind, _, name = key.partition("/")
-            mean = total / self.count
+            mean = self.sums.pop(key).div_(self.count)
             if kind == "weight":
                 scores.weights[name] = mean
             else:

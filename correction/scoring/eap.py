@@ -30,6 +30,7 @@ class EapScorer(Scorer):
     name = "eap"
     supported_granularities = ("neuron", "head")
     needs_corrupted = True
+    runs_backward = True
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -62,10 +63,10 @@ class EapScorer(Scorer):
         self.batch = batch = batch.to(self.device)
         self._recording = True
         with torch.no_grad():
-            self.adapter.model(input_ids=batch.corrupted_input_ids, attention_mask=batch.attention_mask)
+            self.run_model(batch.corrupted_input_ids)
         self._recording = False
         with torch.enable_grad():
-            logits = self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            logits = self.run_model(batch.input_ids)
             self.target.objective(logits.float(), batch).sum().backward()
         self._corrupted.clear()
         self.count += len(batch)

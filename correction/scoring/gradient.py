@@ -12,6 +12,8 @@ The score is the mean over samples of one of
   that push a weight in opposite directions do not cancel. For a weight the share of
   token t is W_ij x_ti g_tj, and sum_t |W_ij x_ti g_tj| = |W_ij| (|G|^T |X|)_ij: one
   matrix product, as cheap as the others.
+In every aggregation W (or |W|) multiplies each sample's term alike, so the running sum
+holds only what multiplies it, and W is applied once when the scores are read.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import torch
-from torch import nn
 
 from correction.scoring.base import Scorer, ScorerConfig, register_scorer
 from correction.scoring.batches import ReferenceBatch
+from correction.models.placement import weight_of
 from correction.scoring.hooks import HookSet, activation_gradients, on_gradient
 from correction.scoring.scores import Scores
 
@@ -36,6 +38,7 @@ class RelevanceConfig(ScorerConfig):
 
 class GradientTimesInputScorer(Scorer):
     config_class = RelevanceConfig
+    runs_backward = True
 
     @abstractmethod
     def objective(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
@@ -61,22 +64,21 @@ class GradientTimesInputScorer(Scorer):
             if "weight" in self.granularities:
                 for name, linear in self.adapter.prunable_linears().items():
                     key = f"weight/{name}.weight"
-                    self.buffer(key, like=linear.weight)
-                    hooks.on_input_output(linear, self._weight_tap(linear, key))
+                    self.buffer(key, tuple(linear.weight.shape), linear)
+                    hooks.on_input_output(linear, self._weight_tap(key))
             self.tap_units(hooks, self._unit_tap)
             stack.enter_context(activation_gradients(self.adapter))
             yield
 
-    def _weight_tap(self, linear: nn.Linear, key: str):
+    def _weight_tap(self, key: str):
         def tap(x: torch.Tensor, y: torch.Tensor) -> None:
             x = self.per_token(x.detach())  # [B, T, in]
 
             def add(grad: torch.Tensor) -> None:
                 grad = self.per_token(grad)  # [B, T, out]
-                # |W * G| = |W| * |G|: one fused multiply-add per sample into the running sum
-                weight, total = self._aggregated(linear.weight.float()), self.sums[key]
+                total = self.sums[key]
                 for xb, gb in zip(x.float(), grad.float()):  # one sample at a time: one [out, in] buffer
-                    total.addcmul_(weight, self._sample_products(xb, gb))
+                    total.add_(self._sample_products(xb, gb))
 
             on_gradient(y, add)
 
@@ -98,12 +100,18 @@ class GradientTimesInputScorer(Scorer):
         self.target.check(batch)
         self.batch = batch = batch.to(self.device)
         with torch.enable_grad():
-            logits = self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            logits = self.run_model(batch.input_ids)
             self.objective(logits.float(), batch).sum().backward()
         self.count += len(batch)
 
     def scores(self) -> Scores:
-        return self.mean_scores()
+        """W (|W| unless signed) times the mean of what multiplies it: the weight is the same for
+        every sample, so it factors out of the sum and is read once, here (also when offloaded)."""
+        scores = self.mean_scores()
+        for name, linear in self.adapter.prunable_linears().items():
+            if f"{name}.weight" in scores.weights:
+                scores.weights[f"{name}.weight"].mul_(self._aggregated(weight_of(linear)))
+        return scores
 
 
 @register_scorer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from correction.scoring.base import Scorer, register_scorer, unit_scores
+from correction.models.placement import weight_of
 from correction.scoring.scores import Scores
 
 
@@ -14,6 +15,6 @@ class MagnitudeScorer(Scorer):
     def scores(self) -> Scores:
         weights = {}
         if "weight" in self.granularities:
-            weights = {f"{n}.weight": m.weight.detach().float().abs() for n, m in self.adapter.prunable_linears().items()}
-        neurons, heads = unit_scores(self.adapter, self.granularities, lambda m: m.weight.detach().float().abs())
+            weights = {f"{n}.weight": weight_of(m).abs() for n, m in self.adapter.prunable_linears().items()}
+        neurons, heads = unit_scores(self.adapter, self.granularities, lambda m: weight_of(m).abs())
         return Scores(weights=weights, neurons=neurons, heads=heads)

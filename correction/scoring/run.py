@@ -8,6 +8,11 @@ and passes the whole reference set; the sharding happens here.
 A model spread over devices with an accelerate `device_map` scores the same way (the
 buffers live beside their weights; `correction.lrp.lrp_patched` also reaches the modules
 accelerate hooked).
+
+Memory: `recompute=True` keeps only each decoder layer's input through the forward pass
+and recomputes the layer in the backward pass (`correction.scoring.recompute`), so a
+gradient-based scorer's activation memory stops growing with depth. The model may run in
+bfloat16/float16 (load it so); every running sum is fp32 regardless (`Scorer.buffer`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,8 +31,10 @@ from tqdm import tqdm
 from correction.errors import ExciseError
 from correction.models.adapters import get_adapter
 from correction.scoring.base import GRANULARITIES, Scorer, ScorerConfig, scorer_class
-from correction.scoring.batches import ReferenceData, as_batches, shard
+from correction.scoring.batches import ReferenceBatch, ReferenceData, as_batches, shard
+from correction.scoring.recompute import layer_recomputation
 from correction.scoring.scores import Scores
+from correction.scoring.support import check_recompute
 from correction.scoring.targets import Target, get_target
 
 logger = logging.getLogger(__name__)
@@ -49,6 +57,9 @@ class ScoringResult:
     peak_cuda_bytes: int | None
     world_size: int = 1
     device: str = "cpu"
+    recompute: bool = False
+    #: the model's dtype while scoring (the sums are fp32 whatever it is)
+    dtype: str = "float32"
 
     def summary(self) -> dict:
         """Everything but the scores, JSON-ready."""
@@ -95,10 +106,24 @@ def _check_granularities(granularities) -> set[str]:
     return granularities
 
 
-def check_request(method: str, granularities, target: str, params: dict) -> tuple[type[Scorer], set[str], Target, ScorerConfig]:
+def check_request(
+    method: str, granularities, target: str, params: dict, recompute: bool = False
+) -> tuple[type[Scorer], set[str], Target, ScorerConfig]:
     """Resolve and validate a scoring request before any model is touched."""
     cls = scorer_class(method)
+    try:
+        check_recompute(method, recompute)
+    except ValueError as error:
+        raise ExciseError(str(error)) from None
     return cls, _check_granularities(granularities), get_target(target), cls.config_class(**params)
+
+
+def check_context(model, batches: list[ReferenceBatch]) -> None:
+    """Refuse windows longer than the model's context before any of them is scored."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    longest = max((batch.input_ids.shape[1] for batch in batches), default=0)
+    if context is not None and longest > context:
+        raise ExciseError(f"reference windows of {longest} tokens exceed the model's context of {context} tokens")
 
 
 def score_model(
@@ -110,6 +135,7 @@ def score_model(
     target: str = "next_token",
     batch_size: int = 1,
     progress: bool = True,
+    recompute: bool = False,
     **params,
 ) -> ScoringResult:
     """Score `model` (a transformers causal LM) with `method` over reference `data`.
@@ -117,10 +143,12 @@ def score_model(
     `data`: LM windows `LongTensor[count, length]` (cut into batches of `batch_size`) or a
     list of `ReferenceBatch` (task data); None only for methods that need no data.
     `params` are the method's config (e.g. `aggregation="signed"` for lrp/gradient).
+    `recompute`: recompute each decoder layer in the backward pass instead of keeping its
+    activations (same scores, about one more forward pass of time).
     The lrp method patches this process's model classes while it runs and restores them
     afterwards; use `score_in_worker` to keep even that out of the calling process.
     """
-    cls, granularities, resolved_target, config = check_request(method, granularities, target, params)
+    cls, granularities, resolved_target, config = check_request(method, granularities, target, params, recompute)
     scorer = cls(get_adapter(model), granularities, resolved_target, config)
     rank, world_size = _world()
     device = scorer.device
@@ -131,8 +159,11 @@ def score_model(
     if cls.needs_data:
         if data is None:
             raise ExciseError(f"method {method!r} needs reference data; pass windows or task batches")
-        batches = shard(as_batches(data, batch_size), rank, world_size)
-        with scorer.session():
+        batches = as_batches(data, batch_size)
+        check_context(model, batches)
+        batches = shard(batches, rank, world_size)
+        recomputation = layer_recomputation(scorer.adapter) if recompute else nullcontext()
+        with scorer.session(), recomputation:
             for batch in tqdm(batches, desc=f"scoring ({method})", unit="batch", disable=not progress or rank != 0):
                 scorer.step(batch)
                 samples += len(batch)
@@ -146,6 +177,8 @@ def score_model(
         scores=scores,
         method=method,
         params=scorer.config.model_dump(),
+        recompute=recompute,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         granularities=sorted(scorer.granularities),
         target=target,
         samples=samples,

@@ -13,6 +13,7 @@ from torch import nn
 from correction.errors import ExciseError
 from correction.scoring.base import Scorer, register_scorer, unit_scores
 from correction.scoring.batches import ReferenceBatch
+from correction.models.placement import weight_of
 from correction.scoring.hooks import HookSet
 from correction.scoring.scores import Scores
 
@@ -33,7 +34,7 @@ class WandaScorer(Scorer):
     def session(self) -> Iterator[None]:
         with HookSet() as hooks:
             for name, linear in self._tapped().items():
-                self.buffer(f"sqnorm/{name}", size=(linear.in_features,))
+                self.buffer(f"sqnorm/{name}", (linear.in_features,), linear)
                 hooks.on_input(linear, self._tap(f"sqnorm/{name}"))
             yield
 
@@ -47,12 +48,12 @@ class WandaScorer(Scorer):
     def step(self, batch: ReferenceBatch) -> None:
         self.batch = batch = batch.to(self.device)
         with torch.no_grad():
-            self.adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            self.run_model(batch.input_ids)
         self.count += len(batch)
 
     def _weight_scores(self, linear: nn.Linear) -> torch.Tensor:
         norm = self.sums[f"sqnorm/{self.adapter.module_name(linear)}"].sqrt()  # [in]
-        return linear.weight.detach().float().abs() * norm[None, :]  # [out, in]
+        return weight_of(linear).abs() * norm[None, :]  # [out, in]
 
     def scores(self) -> Scores:
         if self.count == 0:

@@ -54,6 +54,7 @@ def score_in_worker(
     dtype: str = "float32",
     device: str = "cpu",
     device_map: str | dict | None = None,
+    recompute: bool = False,
     **params,
 ) -> ScoringResult:
     """`score_model` in a spawned worker that loads `model` (a folder or embedded name) itself.
@@ -61,10 +62,16 @@ def score_in_worker(
     Arguments as for `score_model` and `load_model`. The request and the model folder are
     checked here first, so bad input fails fast with an ExciseError.
     """
-    check_request(method, granularities, target, params)
+    check_request(method, granularities, target, params, recompute)
     resolve_model_path(model)
     load = {"dtype": dtype, "device": device, "device_map": device_map}
-    options = {"granularities": granularities, "target": target, "batch_size": batch_size, "progress": progress}
+    options = {
+        "granularities": granularities,
+        "target": target,
+        "batch_size": batch_size,
+        "progress": progress,
+        "recompute": recompute,
+    }
     context = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="excise-scoring-") as folder:
         args = (folder, str(model), load, data, method, options | params)

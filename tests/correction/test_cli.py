@@ -66,6 +66,9 @@ NO_MODEL = ["--model", "/no/such/model"]
         (["circuit", "--batch-size", "two"], "--batch-size", "whole number"),
         (["eval", "ppl", "--device", "gpu"], "--device", "use cpu"),
         (["prune", "--method", "lrp", "--sparsity", "half"], "--sparsity", "invalid float value"),
+        (["prune", "--method", "lrp", "--sparsity", "0.5", "--device-map", "/no/map.json"], "--device-map",
+         "neither auto"),
+        (["circuit", "--dtype", "float8"], "--dtype", "invalid choice"),
     ],
 )
 def test_bad_flags_are_one_line_naming_the_flag_before_any_model(args, flag, fix, tmp_path):
@@ -93,6 +96,33 @@ def test_an_unwritable_out_is_refused_before_any_model(command):
 def test_a_method_that_cannot_score_the_unit_is_refused_with_the_config(command, tmp_path):
     error = _one_error_line(run_cli(*command, *NO_MODEL, "--out", str(tmp_path / "out")))
     assert "method 'activation' cannot score" in error and "weights" in error and "lrp" in error
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["prune", "--sparsity", "0.5", "--method", "wanda", "--recompute"], "'wanda' runs no backward pass"),
+        (["correct", "--behaviour", "toxicity", "--method", "aura", "--recompute"], "'aura' runs no backward pass"),
+        (["prune", "--sparsity", "0.5", "--method", "sparsegpt", "--dtype", "bfloat16"], "in float32"),
+        (["circuit", "--device-map", "MAP"], "leaves model.layers.1 on the meta device"),
+    ],
+)
+def test_compute_settings_are_checked_with_the_config(command, message, tmp_path):
+    device_map = tmp_path / "map.json"
+    device_map.write_text('{"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "meta"}')
+    command = [str(device_map) if arg == "MAP" else arg for arg in command]
+    error = _one_error_line(run_cli(*command, *NO_MODEL, "--out", str(tmp_path / "out")))
+    assert message in error
+
+
+def test_calibration_windows_longer_than_the_context_are_refused(tiny_llama_dir, tmp_path):
+    """Found when the windows are cut, after the model's config is read and before any scoring."""
+    result = run_cli("prune", "--model", str(tiny_llama_dir), "--method", "lrp", "--sparsity", "0.5",
+                     "--calibration", "wiki:1x600", "--out", str(tmp_path / "out"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("excise: error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "exceed the model's context of 512" in errors[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tiny_llama_dir, tmp_path):

@@ -106,12 +106,13 @@ def _next_token(ids):
     return lambda logits: logits[0, :-1].gather(-1, ids[0, 1:, None]).sum()
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
 @pytest.mark.parametrize("aggregation", ["absolute", "signed", "token_absolute"])
-def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation):
+def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation, recompute):
     windows = torch.randint(0, 384, (3, 10), generator=torch.Generator().manual_seed(1))
     result = score_model(
         tiny_llama, windows, "lrp", granularities={"weight", "neuron", "head"},
-        batch_size=2, progress=False, aggregation=aggregation,
+        batch_size=2, progress=False, aggregation=aggregation, recompute=recompute,
     )
     per_sample = [reference_relevance(tiny_llama, w[None], _next_token(w[None])) for w in windows]
 

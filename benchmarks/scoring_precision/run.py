@@ -1,0 +1,161 @@
+"""Scores from a reduced-precision model: how far bfloat16 LRP scores and masks are from float32 ones.
+
+    python benchmarks/scoring_precision/run.py [--calibration wiki:2x512] [--eval wiki:16x512] [--dtypes bfloat16]
+
+SmolLM2-135M scores the same calibration windows with lrp (its pruning aggregation,
+token_absolute) once with the model in float32 and once in each other dtype (a spawned
+worker each, as `excise prune --dtype` would; the running sums are float32 in every dtype).
+Reported per dtype: Spearman rank correlation of each weight tensor's scores with the
+float32 ones (median and worst tensor), agreement of the 50 % row-wise masks (share of
+weights with the same keep/remove decision, and the share of the float32 mask's removed
+weights that the other mask also removes), and the perplexity of each mask applied to the
+float32 model on held-out windows. Writes benchmarks/results/scoring_precision.{md,json,png}.
+
+On CPUs without bfloat16 arithmetic (no AVX512-BF16 / AMX, as here) a bfloat16 matmul is
+about 70x slower than a float32 one, which is why the calibration set is small: the
+comparison needs the same windows in both precisions, not many of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from correction.data.windows import DataSpec, token_windows
+from correction.evaluation.perplexity import perplexity
+from correction.models.adapters import get_adapter
+from correction.models.loading import load_model
+from correction.pruning import PRUNE_SCORER_DEFAULTS
+from correction.scoring import score_in_worker
+from correction.selection import get_selection
+
+logger = logging.getLogger("benchmarks.scoring_precision")
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SPARSITY = 0.5
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    return values.flatten().argsort().argsort().double()
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.corrcoef(torch.stack([_ranks(a), _ranks(b)]))[0, 1].item()
+
+
+def compare(reference, other, model) -> dict:
+    """Rank correlation per tensor and agreement of the 50 % row-wise masks."""
+    correlations = {key: spearman(reference.weights[key], other.weights[key]) for key in reference.weights}
+    adapter = get_adapter(model)
+    select = get_selection("row")
+    kept_ref, kept_other = select(reference, adapter, SPARSITY).weights, select(other, adapter, SPARSITY).weights
+    same = sum(int((kept_ref[k] == kept_other[k]).sum()) for k in kept_ref)
+    total = sum(kept_ref[k].numel() for k in kept_ref)
+    removed_ref = sum(int((~kept_ref[k]).sum()) for k in kept_ref)
+    removed_both = sum(int((~kept_ref[k] & ~kept_other[k]).sum()) for k in kept_ref)
+    values = sorted(correlations.values())
+    return {
+        "spearman_median": values[len(values) // 2],
+        "spearman_min": values[0],
+        "spearman_min_tensor": min(correlations, key=correlations.get),
+        "spearman": correlations,
+        "mask_agreement": same / total,
+        "removed_overlap": removed_both / removed_ref,
+    }
+
+
+def masked_perplexity(scores, windows: torch.Tensor) -> float:
+    loaded = load_model("smollm2")
+    adapter = get_adapter(loaded.model)
+    get_selection("row")(scores, adapter, SPARSITY).apply(adapter)
+    return perplexity(loaded.model, windows, progress=False).perplexity
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()}-core CPU ({cpu}), torch {torch.__version__}"
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# LRP scores from a reduced-precision model (SmolLM2-135M)",
+        "",
+        f"Command: `{result['command']}`. Machine: {result['machine']}. lrp (token_absolute), granularity weight, "
+        f"{result['calibration']} calibration windows; masks {SPARSITY:.0%} row-wise; perplexity of each mask on the "
+        f"float32 model, {result['evaluation']} (evaluation split). Dense perplexity {result['dense_perplexity']:.2f}.",
+        "",
+        "| model dtype while scoring | scoring s | Spearman per tensor: median | worst (tensor) | same keep/remove "
+        "decision | float32's removed weights also removed | perplexity of its 50% mask |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for dtype, row in result["dtypes"].items():
+        if dtype == "float32":
+            lines.append(f"| float32 | {row['seconds']:.0f} | 1 | 1 | 1 | 1 | {row['perplexity']:.2f} |")
+            continue
+        lines.append(
+            f"| {dtype} | {row['seconds']:.0f} | {row['spearman_median']:.4f} | {row['spearman_min']:.4f} "
+            f"({row['spearman_min_tensor']}) | {row['mask_agreement']:.4f} | {row['removed_overlap']:.4f} | "
+            f"{row['perplexity']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = {d: r for d, r in result["dtypes"].items() if d != "float32"}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for dtype, row in others.items():
+        ax.hist(list(row["spearman"].values()), bins=30, alpha=0.6, label=dtype)
+    ax.set_xlabel("Spearman correlation with float32 scores, per weight tensor")
+    ax.set_ylabel("tensors")
+    ax.set_title("LRP scores in reduced precision vs float32 (SmolLM2)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calibration", default="wiki:2x512")
+    parser.add_argument("--eval", default="wiki:16x512")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float16"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    loaded = load_model("smollm2")
+    calibration = token_windows(loaded.tokenizer, DataSpec.parse(args.calibration, split="calibration", order="random"))
+    evaluation = token_windows(loaded.tokenizer, DataSpec.parse(args.eval, split="evaluation", order="sequential"))
+    dense = perplexity(loaded.model, evaluation, progress=False).perplexity
+    rows, scores = {}, {}
+    for dtype in ["float32", *args.dtypes]:
+        started = time.perf_counter()
+        scores[dtype] = score_in_worker("smollm2", calibration, "lrp", dtype=dtype, **PRUNE_SCORER_DEFAULTS["lrp"]).scores
+        rows[dtype] = {"seconds": time.perf_counter() - started}
+        if dtype != "float32":
+            rows[dtype] |= compare(scores["float32"], scores[dtype], loaded.model)
+        rows[dtype]["perplexity"] = masked_perplexity(scores[dtype], evaluation)
+        logger.info("%s: %s", dtype, {k: v for k, v in rows[dtype].items() if k != "spearman"})
+    command = (f"python benchmarks/scoring_precision/run.py --calibration {args.calibration} --eval {args.eval} "
+               f"--dtypes {' '.join(args.dtypes)}")
+    result = {"command": command, "machine": machine(), "calibration": args.calibration, "evaluation": args.eval,
+              "sparsity": SPARSITY, "dense_perplexity": dense, "dtypes": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scoring_precision.md").write_text(markdown(result))
+    (RESULTS / "scoring_precision.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    plot(result, RESULTS / "scoring_precision.png")
+    logger.info("wrote %s", RESULTS / "scoring_precision.md")
+
+
+if __name__ == "__main__":
+    main()
