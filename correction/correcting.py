@@ -54,7 +54,7 @@ from correction.manifest import Manifest, MethodInfo
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
-from correction.models.loading import LoadedModel, load_model
+from correction.models.loading import LoadedModel, load_job_model
 from correction.models.placement import ComputeSettings
 from correction.neuron_scales import NeuronScales
 from correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
@@ -212,7 +212,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
         raise ExciseError(f"{out} already exists; choose another --out or pass --force to replace it")
     behaviour = _check_inputs(config)
     started = time.perf_counter()
-    loaded = load_model(config.model, **config.load_options())
+    loaded = load_job_model(config.model, config, "correction")
     adapter = get_adapter(loaded.model)
     total = _components(adapter, config.granularity)
     if max(config.budgets()) > total:

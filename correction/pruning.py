@@ -38,7 +38,7 @@ from correction.manifest import BaseModelRef, Manifest, MethodInfo
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
 from correction.models.identity import base_model_ref
-from correction.models.loading import LoadedModel, load_model
+from correction.models.loading import LoadedModel, load_job_model
 from correction.models.placement import ComputeSettings
 from correction.reconstruction import (
     SPARSEGPT,
@@ -158,7 +158,7 @@ def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
             f"{config.from_scores} holds {saved.method} scores, not {config.method}; drop --method or score again"
         )
     torch.manual_seed(config.seed)
-    loaded = load_model(config.model, **config.load_options())
+    loaded = load_job_model(config.model, config, "pruning")
     max_length = loaded.model.config.max_position_embeddings
     needs_calibration = saved is None or config.reconstructs
     calibration = token_windows(loaded.tokenizer, config.calibration, max_length=max_length) if needs_calibration else None

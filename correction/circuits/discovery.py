@@ -30,7 +30,7 @@ from correction.circuits.sweep import CurvePoint, Sweep, pick
 from correction.errors import ExciseError
 from correction.masks import MaskSet
 from correction.models.adapters import ModelAdapter, get_adapter
-from correction.models.loading import LoadedModel, load_model
+from correction.models.loading import LoadedModel, load_job_model
 from correction.models.placement import ComputeSettings
 from correction.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
 from correction.scoring.scores import Scores
@@ -179,7 +179,7 @@ def check_task(config: CircuitConfig, task: Task) -> None:
 def prepare_task(config: CircuitConfig) -> TaskContext:
     task = load_task(config.task)
     check_task(config, task)
-    loaded = load_model(config.model, **config.load_options())
+    loaded = load_job_model(config.model, config, "circuit discovery")
     split = split_task(task, loaded.tokenizer, reference=config.reference, heldout=config.heldout, seed=config.seed)
     batches = {part: split.encode(loaded.tokenizer, part) for part in ("reference", "heldout")}
     if split.has_corrupted:

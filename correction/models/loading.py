@@ -20,7 +20,7 @@ import torch
 from correction.errors import ExciseError
 from correction.models.adapters import adapter_class
 from correction.models.embedded import EMBEDDED_MODELS, prepare_embedded
-from correction.models.placement import DTYPES, check_placement
+from correction.models.placement import DTYPES, ComputeSettings, check_placement, refuse_offload
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +105,12 @@ def load_model(
         check_placement(model)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path)
+
+
+def load_job_model(spec: str | Path, settings: ComputeSettings, job: str) -> LoadedModel:
+    """The model a prune, correct or circuit job works on, loaded as its settings say; refused
+    when its device map offloads weights, which the job's masks would have to change."""
+    loaded = load_model(spec, **settings.load_options())
+    if settings.device_map is not None:
+        refuse_offload(loaded.model, job)
+    return loaded

@@ -80,6 +80,19 @@ def check_placement(model: nn.Module) -> None:
             raise ExciseError(f"the device map leaves {name} on the meta device; give it cpu, disk or a GPU")
 
 
+def refuse_offload(model: nn.Module, job: str) -> None:
+    """Jobs that change weights (pruning, correction and circuits apply masks to measure them)
+    cannot run on offloaded modules: accelerate re-reads an offloaded weight from its store at
+    every forward, so an in-place change would be lost. Scoring alone (`score_model`) can."""
+    offloaded = [name for name, module in model.named_modules()
+                 if getattr(getattr(module, "_hf_hook", None), "offload", False)]
+    if offloaded:
+        raise ExciseError(
+            f"{job} changes weights, and the device map offloads {len(offloaded)} modules (first: {offloaded[0]}) to "
+            "cpu or disk, where a change would be lost; place every module on a device (GPUs, or cpu alone)"
+        )
+
+
 def check_dtype(device: str, dtype: str) -> None:
     """Refuse a dtype this device cannot compute in, by trying a small matmul and its backward."""
     try:

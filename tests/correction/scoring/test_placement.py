@@ -72,3 +72,14 @@ def test_an_unknown_dtype_is_refused():
         ComputeSettings(dtype="float8")
     with pytest.raises(ExciseError, match="dtype 'int8' is not supported"):
         load_model("smollm2", dtype="int8")
+
+
+def test_jobs_that_change_weights_refuse_offloaded_modules(tiny_llama_dir):
+    """Scoring reads offloaded weights; a job's masks would have to change them, and accelerate
+    re-reads them from its store at every forward."""
+    from correction.models.loading import load_job_model
+
+    with pytest.raises(ExciseError, match="pruning changes weights, and the device map offloads 9 modules"):
+        load_job_model(tiny_llama_dir, ComputeSettings(device_map=_map("disk")), "pruning")
+    placed = load_job_model(tiny_llama_dir, ComputeSettings(device_map=_map("cpu")), "pruning").model
+    assert all(p.device.type == "cpu" for p in placed.parameters())
