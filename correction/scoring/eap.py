@@ -66,8 +66,7 @@ class EapScorer(Scorer):
             self.run_model(batch.corrupted_input_ids)
         self._recording = False
         with torch.enable_grad():
-            logits = self.run_model(batch.input_ids)
-            self.target.objective(logits.float(), batch).sum().backward()
+            self.target.objective(self.run_model(batch.input_ids).float(), batch).sum().backward()
         self._corrupted.clear()
         self.count += len(batch)
 

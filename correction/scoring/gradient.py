@@ -100,8 +100,9 @@ class GradientTimesInputScorer(Scorer):
         self.target.check(batch)
         self.batch = batch = batch.to(self.device)
         with torch.enable_grad():
-            logits = self.run_model(batch.input_ids)
-            self.objective(logits.float(), batch).sum().backward()
+            # no name holds the [B, T, V] logits, so they are freed before the backward pass
+            # unless the objective's graph needs them (a gather does not; a log-softmax keeps its own output)
+            self.objective(self.run_model(batch.input_ids).float(), batch).sum().backward()
         self.count += len(batch)
 
     def scores(self) -> Scores:
