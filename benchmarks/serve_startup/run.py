@@ -4,8 +4,8 @@
 
 Clones this repository's HEAD into a temporary folder, runs `make install` there (timed: the install),
 then `make serve` (timed until `GET /ready` answers 200: building the default artifacts and starting the
-engines), and stops the server with SIGINT. The build's steps are timed from the timestamps of
-`make serve`'s own log lines. `--home` keeps EXCISE_HOME (e.g. for `make screenshots` afterwards);
+engines), and stops the server with SIGINT. The build's steps are timed from the times of `make serve`'s
+own log lines; its log is saved next to the table, and `--rewrite` rebuilds table and plot from the two. `--home` keeps EXCISE_HOME (e.g. for `make screenshots` afterwards);
 without it a temporary one is used and removed. Run it alone on the machine (under the CPU lock):
 the build is CPU-bound.
 """
@@ -19,25 +19,26 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tools.serve_process import HOST, POLL_S, ServeError, ServerProcess  # noqa: E402
 
 logger = logging.getLogger("benchmarks.serve_startup")
 
-REPO = Path(__file__).resolve().parents[2]
 COMMAND = "python benchmarks/serve_startup/run.py"
-#: make serve's log line format (correction/cli.py): "2026-12-02 00:41:07,123 INFO name: message"
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ ([\w.]+): (.*)$")
-#: the loggers whose lines start a phase of the build (defaults' steps, the model conversion) or the server
-PHASE_LOGGERS = ("correction.defaults", "correction.models.embedded")
-SERVER_LOGGER = "server."
+#: excise's log line format (correction/cli.py): "00:41:07 INFO correction.defaults: message"
+LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d) \w+ ([\w.]+): (.*)$")
+#: the loggers whose lines start a phase: defaults' build steps, the model conversion, the engines
+PHASE_LOGGERS = ("correction.defaults", "correction.models.embedded", "server.engines")
+READY = re.compile(r"^all \d+ engine\(s\) ready")
+PATH = re.compile(r"(/[^\s/]+)+/([^\s/]+)")
 
 
 def clone(target: Path) -> str:
@@ -52,75 +53,50 @@ def timed_make(args: list[str], cwd: Path, env: dict, log: Path) -> float:
     return time.time() - started
 
 
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/ready", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def serve_until_ready(cwd: Path, env: dict, port: int, log: Path, timeout: float) -> tuple[float, float]:
-    """Start `make serve`, wait for /ready; return (start time, seconds until ready)."""
-    started = time.time()
-    with log.open("w") as out:
-        process = subprocess.Popen(["make", "serve", f"PORT={port}"], cwd=cwd, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        while not ready(f"http://127.0.0.1:{port}"):
-            if process.poll() is not None:
-                raise RuntimeError(f"make serve exited with {process.returncode} before it was ready; see {log}")
-            if time.time() - started > timeout:
-                raise RuntimeError(f"make serve not ready after {timeout:.0f} s; see {log}")
-            time.sleep(2)
-        return started, time.time() - started
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # the whole group: make, excise and vLLM's engine processes
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def phases(log: Path, started: float, ready_s: float) -> list[dict]:
-    """Each phase runs from its log line to the next phase's; the last one (the server) until ready."""
-    marks: list[tuple[float, str]] = []
-    server_seen = False
-    for line in log.read_text(errors="replace").splitlines():
+def phases(log_text: str) -> list[dict]:
+    """`make serve`'s phases from its log: each runs from its line to the next phase's, the last one until
+    the line saying every engine is ready. Log times have whole seconds; a line after midnight wraps."""
+    marks: list[tuple[datetime, str]] = []
+    day = timedelta(0)
+    for line in log_text.splitlines():
         match = LOG_LINE.match(line)
-        if not match:
+        if not match or match.group(2) not in PHASE_LOGGERS:
             continue
-        stamp, name, message = match.groups()
-        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # asctime is local time
-        if name in PHASE_LOGGERS:
-            marks.append((at, message))
-        elif name.startswith(SERVER_LOGGER) and not server_seen:
-            server_seen = True
-            marks.append((at, "server: engines loading until /ready"))
-    ends = [at for at, _ in marks[1:]] + [started + ready_s]
-    return [{"phase": what, "seconds": round(end - at, 1)} for (at, what), end in zip(marks, ends)]
+        at = datetime.strptime(match.group(1), "%H:%M:%S") + day
+        if marks and at < marks[-1][0]:
+            day += timedelta(days=1)
+            at += timedelta(days=1)
+        marks.append((at, PATH.sub(r"\2", match.group(3))))  # folder names, not this machine's paths
+        if READY.match(match.group(3)):
+            break
+    return [{"phase": what, "start": at.strftime("%H:%M:%S"), "seconds": (end - at).total_seconds()}
+            for (at, what), (end, _) in zip(marks, marks[1:])]
 
 
-def write(out: Path, result: dict) -> None:
+def write(out: Path, result: dict, log_text: str) -> None:
+    result = {**result, "phases": phases(log_text)}
+    logged = sum(p["seconds"] for p in result["phases"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [f"| {p['phase']} | {p['seconds']:.1f} |" for p in result["phases"]]
+    out.with_suffix(".log").write_text(log_text)
+    rows = [f"| {p['start']} | {p['phase']} | {p['seconds']:.0f} |" for p in result["phases"]]
     out.write_text("\n".join([
         "# `make serve` from a fresh clone with a fresh EXCISE_HOME",
         "",
-        f"Command: `{result['command']}` (commit `{result['commit']}`). Machine: {result['machine']}.",
-        f"pip read wheels from its cache and `PIP_FIND_LINKS` where present: {result['pip']}.",
+        f"Command: `{result['command']}` (clone of commit `{result['commit']}`). Machine: {result['machine']}. "
+        f"pip: {result['pip']}.",
         "",
         "| part | seconds |",
         "| --- | --- |",
-        f"| `make install` (venv, pip) | {result['install_s']:.1f} |",
-        f"| `make serve` until `/ready` answers 200 | {result['serve_ready_s']:.1f} |",
+        f"| `make install` (venv, pip install, uninstalls) | {result['install_s']:.1f} |",
+        f"| `make serve` until `GET /ready` answers 200 (polled every {POLL_S:.0f} s) | {result['serve_ready_s']:.1f} |",
         "",
-        "`make serve`'s phases, from the timestamps of its log lines:",
+        f"`make serve`'s phases from the times of its own log lines (whole seconds; "
+        f"[serve_startup.log](serve_startup.log)): they add up to {logged:.0f} s; the other "
+        f"{result['serve_ready_s'] - logged:.0f} s are make, Python's imports before the first line and the polling.",
         "",
-        "| phase (its first log line) | seconds |",
-        "| --- | --- |",
+        "| at | phase (its first log line) | seconds |",
+        "| --- | --- | --- |",
         *rows,
         "",
     ]))
@@ -133,15 +109,38 @@ def figure(path: Path, result: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["make install"] + [p["phase"][:60] for p in result["phases"]]
+    labels = ["make install"] + [p["phase"][:70] for p in result["phases"]]
     seconds = [result["install_s"]] + [p["seconds"] for p in result["phases"]]
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(labels) + 1.2))
+    fig, ax = plt.subplots(figsize=(11, 0.4 * len(labels) + 1.2))
     ax.barh(labels[::-1], seconds[::-1])
     ax.set_xlabel("seconds")
-    ax.set_title(f"make serve on a fresh clone: ready {result['serve_ready_s']:.0f} s after install")
+    ax.set_title(f"make serve on a fresh clone: install {result['install_s']:.0f} s, "
+                 f"then ready after {result['serve_ready_s']:.0f} s")
+    ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def measure(args: argparse.Namespace, work: Path) -> tuple[dict, str]:
+    commit = clone(work / "repo")
+    env = {**os.environ, "EXCISE_HOME": str(args.home or work / "home")}
+    env.pop("PYTHONPATH", None)  # the clone's own code only
+    logger.info("make install in %s", work / "repo")
+    install_s = timed_make(["install"], work / "repo", env, work / "install.log")
+    logger.info("installed in %.1f s; make serve until /ready", install_s)
+    command = ["make", "serve", f"HOST={HOST}", f"PORT={args.port}"]
+    with ServerProcess(command, cwd=work / "repo", env=env, port=args.port, log=work / "serve.log",
+                       timeout=args.timeout) as server:
+        ready_s = server.ready_s
+    result = {
+        "command": COMMAND + (f" --home {args.home}" if args.home else ""), "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
+        "pip": f"PIP_FIND_LINKS={os.environ.get('PIP_FIND_LINKS', '')!r}, "
+               f"cache {'off' if os.environ.get('PIP_NO_CACHE_DIR') else 'on'}",
+        "install_s": round(install_s, 1), "serve_ready_s": round(ready_s, 1),
+    }
+    return result, (work / "serve.log").read_text(errors="replace")
 
 
 def main() -> int:
@@ -150,39 +149,30 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for /ready")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_startup.md")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="measure nothing: rewrite the table, plot and phases from the saved .json and .log")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.rewrite:
+        try:
+            saved = json.loads(args.out.with_suffix(".json").read_text())
+            log_text = args.out.with_suffix(".log").read_text()
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"--rewrite needs {args.out.with_suffix('.json')} and its .log from a run: {error}")
+        write(args.out, saved, log_text)
+        return 0
     if args.home and args.home.exists():
         parser.error(f"--home {args.home} exists; a fresh EXCISE_HOME is the point, pass a new folder")
     work = Path(tempfile.mkdtemp(prefix="serve-startup-"))
-    done = False
     try:
-        commit = clone(work / "repo")
-        home = args.home or work / "home"
-        env = {**os.environ, "EXCISE_HOME": str(home)}
-        env.pop("PYTHONPATH", None)  # the clone's own code only
-        logger.info("make install in %s", work / "repo")
-        install_s = timed_make(["install"], work / "repo", env, work / "install.log")
-        logger.info("installed in %.1f s; make serve until /ready", install_s)
-        started, ready_s = serve_until_ready(work / "repo", env, args.port, work / "serve.log", args.timeout)
-        logger.info("ready %.1f s after make serve started", ready_s)
-        shutil.copy(work / "serve.log", args.out.with_suffix(".log"))
-        write(args.out, {
-            "command": COMMAND + (f" --home {args.home}" if args.home else ""), "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
-            "pip": f"PIP_FIND_LINKS={os.environ.get('PIP_FIND_LINKS', '')!r}, cache {'off' if os.environ.get('PIP_NO_CACHE_DIR') else 'on'}",
-            "install_s": round(install_s, 1), "serve_ready_s": round(ready_s, 1),
-            "phases": phases(work / "serve.log", started, ready_s),
-        })
-        logger.info("wrote %s", args.out)
-        done = True
-        return 0
-    except (subprocess.CalledProcessError, RuntimeError) as error:
+        result, log_text = measure(args, work)
+    except (subprocess.CalledProcessError, ServeError) as error:
         print(f"serve_startup: {error} (logs in {work})", file=sys.stderr)
         return 1
-    finally:
-        if done:  # a failed run keeps its clone and logs to look at
-            shutil.rmtree(work, ignore_errors=True)
+    write(args.out, result, log_text)
+    logger.info("wrote %s", args.out)
+    shutil.rmtree(work, ignore_errors=True)  # a failed run keeps its clone and logs to look at
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""benchmarks/serve_startup's breakdown of `make serve` into phases, from a log in excise's format."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.serve_startup.run import phases  # noqa: E402
+
+LOG = """.venv/bin/excise serve --default --host 127.0.0.1 --port 8000
+23:59:50 INFO correction.defaults: 50% LRP row-wise pruning: building /tmp/home/default/v2/pipeline/lrp50-mask
+23:59:50 INFO correction.models.embedded: converting smollm2 from /x/y/SmolLM2.gguf (once; ~30 s)
+Converting and de-quantizing GGUF tensors...:   0%|          | 0/272 [00:00<?, ?it/s]
+00:00:20 INFO correction.models.embedded: prepared smollm2 at /tmp/home/models/smollm2
+00:03:00 INFO correction.scoring.lrp: not a phase of its own
+00:04:10 INFO correction.defaults: pruned model for vLLM: building /tmp/home/default/v2/serve/smollm2-lrp50
+00:04:30 INFO server.engines: starting engine 'smollm2' on /tmp/home/models/smollm2 (lora=True)
+00:05:01 INFO server.engines: all 2 engine(s) ready: smollm2, smollm2-lrp50
+00:05:02 INFO server.engines: after ready: not a phase
+"""
+
+
+def test_phases_run_from_line_to_line_until_every_engine_is_ready():
+    got = phases(LOG)
+    assert [p["seconds"] for p in got] == [0, 30, 230, 20, 31]  # across midnight: 00:00:20 - 23:59:50 = 30 s
+    assert [p["start"] for p in got] == ["23:59:50", "23:59:50", "00:00:20", "00:04:10", "00:04:30"]
+    assert got[1]["phase"] == "converting smollm2 from SmolLM2.gguf (once; ~30 s)"  # no machine paths
+    assert got[3]["phase"] == "pruned model for vLLM: building smollm2-lrp50"
+    assert got[4]["phase"] == "starting engine 'smollm2' on smollm2 (lora=True)"
+
+
+def test_a_log_without_phase_lines_has_no_phases():
+    assert phases("make: *** [Makefile:40: serve] Error 2\n") == []
