@@ -158,7 +158,8 @@ def send_traffic(url: str, count: int) -> None:
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
             })
             response.raise_for_status()
-        logger.info("sent %d requests to experiment %s (%s)", len(prompts), EXPERIMENT, sampling.describe())
+        logger.info("sent %d requests to experiment %s (one %d-token continuation each, temperature %s, top-p %s)",
+                    len(prompts), EXPERIMENT, sampling.max_new_tokens, sampling.temperature, sampling.top_p)
         for _ in range(60):  # toxicity is scored off the request path
             arms = client.get(f"/v1/experiments/{EXPERIMENT}").json()["arms"]
             if sum(arm["scored"] or 0 for arm in arms) >= len(prompts):
@@ -211,6 +212,7 @@ def capture(config: CaptureConfig, work: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # through the servers' cleanup, like Ctrl-C
     work = Path(tempfile.mkdtemp(prefix="excise-screenshots-"))
     try:
