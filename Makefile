@@ -10,7 +10,7 @@ PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install serve test test-fast clean
+.PHONY: install serve screenshots test test-fast clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ endif
 
 serve: install
 	$(BIN)/excise serve --default --host $(HOST) --port $(PORT)
+
+# The README's pictures (docs/screenshots/): runs `make serve` itself and drives headless Chromium.
+screenshots: install
+	$(BIN)/python tools/screenshots.py --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest tests

@@ -38,8 +38,9 @@ CORRECTED = "smollm2-detox"
 RECIPE = "v2"
 # The best LRP setting benchmarks/results/pruning.md measured: token-absolute relevance (excise prune's
 # default for lrp) choosing the mask, SparseGPT's update re-fitting the kept weights (wiki 64x512 at 50%:
-# 40.49 against 44.91 without it), on a smaller reference set (16 x 512) so it builds in about two
-# minutes on a 2-core CPU; its manifest holds its own perplexity before and after.
+# 40.49 against 44.91 without it), on a smaller reference set (16 x 512) so it builds in about four
+# minutes on a 2-core CPU (benchmarks/results/serve_startup.md); its manifest holds its own perplexity
+# before and after.
 PRUNE = PruneConfig(
     model=MODEL,
     method="lrp",

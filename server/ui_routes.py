@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from correction.manifest import Manifest
+from correction.models.embedded import EMBEDDED_MODELS, embedded_path
 from server.errors import NotFound
 from server.security import check_api_key
 from server.serving import ServingContext
@@ -117,13 +118,19 @@ def ui_router() -> APIRouter:
 def describe(ctx: ServingContext, variant: Variant) -> VariantInfo:
     """A variant and the manifest of the artifact behind it (its correction, or its exported weights)."""
     weights = _weights_path(ctx, variant)
-    exported = weights is not None and Path(variant.base).expanduser().resolve() != weights.resolve()
+    exported = weights is not None and _base_folder(variant.base).resolve() != weights.resolve()
     kind = "correction" if variant.correction is not None else "export" if exported or variant.manifest else "base"
     return VariantInfo(
         name=variant.name, kind=kind, base=Path(variant.base).name, weights=weights.name if weights else None,
         correction=variant.correction.name if variant.correction else None, runtime=variant.runtime,
         verified=variant.verified, manifest=_summary(variant.manifest),
     )
+
+
+def _base_folder(base: str) -> Path:
+    """The folder a variant's `base` names: an embedded model's prepared folder (`smollm2`, which `make serve`
+    serves), else the path itself."""
+    return embedded_path(base) if base in EMBEDDED_MODELS else Path(base).expanduser()
 
 
 def _weights_path(ctx: ServingContext, variant: Variant) -> Path | None:

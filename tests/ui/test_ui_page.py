@@ -2,15 +2,13 @@
 against a real excise server (tiny Llama on vLLM, a LoRA correction of it, an
 A/B experiment over the two). One server and one browser for the module.
 
-Also saves one screenshot per view: into docs/screenshots/ (the README's pictures) when
-EXCISE_UPDATE_SCREENSHOTS=1, else into the test's temporary folder, so a test run never
-changes the working tree.
+Each view is also saved as a screenshot into the test's temporary folder (the page renders);
+the README's pictures come from a real `make serve` through `make screenshots`, never from here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -18,20 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "server"))
+sys.path.insert(0, str(REPO))
 from server_helpers import ServerProcess, build_tiny_llama_vllm  # noqa: E402
+from tools.screenshots import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-# As root on a closed network: no sandbox, no GPU, and no background connections
-# (Chromium's refused connections to Google's hosts otherwise flood the log).
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 API_KEY = "ui-key"
 PROMPT = "Tell me about the weather today"
 
@@ -137,9 +129,7 @@ def _auth() -> dict:
 
 
 def _screenshot(page, name: str, tmp_path: Path) -> None:
-    folder = SCREENSHOTS if os.environ.get("EXCISE_UPDATE_SCREENSHOTS") == "1" else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
+    path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path))
     assert path.stat().st_size < 300_000
 
