@@ -239,6 +239,9 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             f"no budget keeps the validation perplexity increase within {100 * config.ppl_bound:.1f}% ({table}); "
             "sweep smaller budgets or raise --ppl-bound"
         )
+    if chosen["validation"]["reduction"] <= 0:  # said, not hidden: the artifact is written, and flagged
+        logger.warning("no budget lowered %s on the validation prompts; K=%d, the least harmful, is kept",
+                       behaviour.name, chosen["budget"])
     masks = masks_by_budget[chosen["budget"]]
     tested = measure_variants(evaluator, behaviour, {"dense": None, "chosen": as_variant(masks)}, references.protocol,
                               config.settings, splits=("test",), window_sets=("test", "news"))
@@ -275,6 +278,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             **({"perplexity_news": {"before": dense.perplexity["news"], "after": after.perplexity["news"]}}
                if "news" in dense.perplexity else {}),
             "budget": chosen["budget"],
+            "validation_reduced": chosen["validation"]["reduction"] > 0,
             "sweep": rows,
             "generation": evaluator.report,
         },

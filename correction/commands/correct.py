@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     before, after = metrics[config.behaviour]["before"], metrics[config.behaviour]["after"]
     primary = metrics[config.behaviour]["primary"]
     print(f"removed {metrics['budget']} {config.granularity}s ({config.method}, contrastive general - undesired)")
+    if not metrics["validation_reduced"]:
+        print(f"warning: no budget lowered {config.behaviour} on the validation prompts; this is the least harmful one")
     print(f"{primary} on test prompts: {before[primary]:.3f} [{before[primary + '_low']:.3f}, "
           f"{before[primary + '_high']:.3f}] -> {after[primary]:.3f} [{after[primary + '_low']:.3f}, "
           f"{after[primary + '_high']:.3f}] (paired p = {metrics[config.behaviour]['paired']['paired_p']:.3g})")

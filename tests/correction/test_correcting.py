@@ -135,6 +135,8 @@ def test_sweep_records_every_budget_and_keeps_one_within_the_bound(tiny_llama_di
     chosen = next(row for row in metrics["sweep"] if row["budget"] == metrics["budget"])
     assert chosen["perplexity_validation_increase"] <= 1.0
     assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
+    # whether the kept budget lowered the behaviour on validation is said, not left to be inferred
+    assert metrics["validation_reduced"] is (chosen["validation"]["reduction"] > 0)
 
 
 def cli(capsys, *args) -> tuple[int, str]:
