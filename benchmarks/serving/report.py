@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from pathlib import Path
 
 from benchmarks.results_files import figure, save_figure, sharing
@@ -91,8 +92,7 @@ def plot(record: dict, path: Path) -> Path:
             axis.plot([i] * len(r[per_round]), r[per_round], "k.", label="per round" if i == 0 else None)
         axis.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target:g}")
         axis.axhline(reference, color="grey", linewidth=1)
-        axis.set_xticks(range(len(rows)), [r["server"].replace(" (", "\n(").replace("excise ", "excise\n") for r in rows],
-                        fontsize=7)
+        axis.set_xticks(range(len(rows)), [textwrap.fill(r["server"], 18) for r in rows], fontsize=7)
         axis.set_ylabel(label)
         axis.legend(fontsize=7)
     fig.suptitle(f"Serving {record['model'].split()[0]}: excise vs vLLM's OpenAI server ({len(record['rounds'])} rounds)")
