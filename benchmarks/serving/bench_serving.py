@@ -7,9 +7,12 @@ to every server in turn, one server at a time, so drifting machine load hits all
 alike. Load: N streamed completions of a fixed 32-token prompt, 64 output tokens each
 (ignore_eos), C concurrent. Ratios are per round against vLLM's server in the same round,
 then the median over rounds. After each load, S requests one at a time measure the TTFT the
-server itself adds (no queueing). Writes benchmarks/results/serving.md.
+server itself adds (no queueing). Writes benchmarks/results/serving.md, serving.json (command,
+machine, settings, the table's numbers and every round's raw figures; rewritten after each round)
+and serving.png.
 
     python benchmarks/serving/bench_serving.py [--model smollm2] [--requests 64] [--concurrency 8] [--rounds 3] [--single 32]
+    python benchmarks/serving/bench_serving.py --render   # rewrite the .md and .png from the saved .json
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -28,13 +30,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]  # report; benchmarks and correction
+from report import render, summarize  # noqa: E402
+from benchmarks.results_files import CpuWatch, machine, write_json  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "serving.md"
+PROMPT_TOKENS = 32
 ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1",
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1",
@@ -57,6 +64,9 @@ class RunResult:
     @property
     def throughput(self) -> float:
         return self.output_tokens / self.wall_s
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "throughput": self.throughput}
 
 
 def free_port() -> int:
@@ -137,11 +147,6 @@ async def load(url: str, models: list[str], prompt: list[int], n: int, concurren
                      [r[1] for r in results if r[1] is not None], errors)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def neuron_correction(model: str, out: Path, per_layer: int) -> tuple[Path, int]:
     """A correction removing about `per_layer` MLP neurons of every layer (the smallest by weight
     magnitude), built the way a user would: `excise prune --granularity neuron`, then
@@ -188,46 +193,6 @@ def scenarios(model: Path, tmp: Path, lora: Path, rank: int):
     ]
 
 
-def write_report(rounds: list[list[RunResult]], args, model_desc: str, command: str, load_start: float) -> None:
-    names = [r.name for r in rounds[0]]
-    lines = [
-        "# Serving benchmark", "",
-        f"Command: `{command}`", "",
-        f"Model: {model_desc}. Load: {args.requests} streamed completions, concurrency {args.concurrency}, "
-        f"32-token prompt, {args.out_tokens} output tokens each (ignore_eos), greedy, after a warm-up. fp32, "
-        f"enforce_eager, max_model_len {MAX_MODEL_LEN}, vLLM's default CPU thread binding. All servers up at once, "
-        f"{len(rounds)} rounds, each sending the load to one server after another; ratios per round against vLLM's "
-        "server in the same round, median over rounds; latency and TTFT pooled over rounds.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (load average {load_start:.1f} at start, "
-        f"{os.getloadavg()[0]:.1f} at the end).", "",
-        "| server | output tok/s (median) | vs vLLM (median of rounds) | per round | latency p50 (s) | latency p95 (s) "
-        "| TTFT p50 (ms) | TTFT vs vLLM (ms) | TTFT p50, one at a time (ms) | vs vLLM (ms) | errors |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    ref_ttft = statistics.median(t for round_ in rounds for t in round_[0].ttfts)
-    ref_single = statistics.median(t for round_ in rounds for t in round_[0].single_ttfts)
-    for i, name in enumerate(names):
-        runs = [round_[i] for round_ in rounds]
-        ratios = [round_[i].throughput / round_[0].throughput for round_ in rounds]
-        latencies = [x for r in runs for x in r.latencies]
-        ttft = statistics.median(t for r in runs for t in r.ttfts)
-        single = statistics.median(t for r in runs for t in r.single_ttfts)
-        lines.append(
-            f"| {name} | {statistics.median(r.throughput for r in runs):.1f} | {statistics.median(ratios):.3f} | "
-            f"{', '.join(f'{x:.2f}' for x in ratios)} | {pct(latencies, 0.5):.2f} | {pct(latencies, 0.95):.2f} | "
-            f"{1000 * ttft:.0f} | {1000 * (ttft - ref_ttft):+.0f} | {1000 * single:.1f} | {1000 * (single - ref_single):+.1f} | "
-            f"{sum(r.errors for r in runs)} |"
-        )
-    lines += [
-        "", "Targets (issue 5): excise >= 0.95 of vLLM's throughput, <= 10 ms added TTFT p50, scoring included.",
-        f"TTFT under load is mostly queueing and moves by tens of ms between runs; the one-at-a-time column "
-        f"({args.single} requests per round, 2 output tokens) is the delay the server itself adds.", "",
-    ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
-    log.info("wrote %s", RESULTS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2", help="embedded name or HF folder")
@@ -237,23 +202,49 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all servers")
     parser.add_argument("--single", type=int, default=32, help="requests sent one at a time after each load (TTFT)")
     parser.add_argument("--only", help="comma-separated scenario numbers (1-4) to run; 1 (vLLM) is the reference")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
     args = parser.parse_args()
+    json_path = RESULTS.with_suffix(".json")
+    if args.render and not json_path.is_file():
+        parser.error(f"--render needs {json_path}, which does not exist")
+    chosen = [1, 2, 3, 4]
+    if args.only:
+        try:
+            chosen = sorted({int(i) for i in args.only.split(",")})
+        except ValueError:
+            chosen = []
+        if not chosen or not set(chosen) <= {1, 2, 3, 4}:
+            parser.error(f"--only takes scenario numbers 1-4 separated by commas, not {args.only!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not args.render:
+        measure(args, chosen, json_path)
+    render(json.loads(json_path.read_text()), RESULTS)
+    log.info("wrote %s and its .json, .png", RESULTS)
+
+
+def measure(args, chosen: list[int], json_path: Path) -> None:
+    """Starts the servers, runs the rounds and rewrites the JSON record after each round."""
     os.environ.update({k: v for k, v in ENV.items() if k not in os.environ})
-    sys.path.insert(0, str(REPO))
     from correction.models.loading import resolve_model_path
     from transformers import AutoTokenizer
 
+    watch = CpuWatch()
     model = resolve_model_path(args.model)
     tok = AutoTokenizer.from_pretrained(model)
     words = tok.encode(" ".join(["The river bank near the old mill was quiet in the morning."] * 8))
-    prompt = words[:32]
-    load_start = os.getloadavg()[0]
+    prompt = words[:PROMPT_TOKENS]
+    settings = {k: getattr(args, k) for k in ("requests", "concurrency", "out_tokens", "rounds", "single")}
+    record = {
+        "command": " ".join(["python benchmarks/serving/bench_serving.py", *sys.argv[1:]]),
+        "machine": machine(with_torch=False), "model": f"{args.model} ({model})",
+        "settings": {**settings, "prompt_tokens": PROMPT_TOKENS, "max_model_len": MAX_MODEL_LEN, "scenarios": chosen},
+        "rounds": [], "complete": False,
+    }
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as servers:
         tmp = Path(tmp_name)
         lora, rank = neuron_correction(args.model, tmp, per_layer=16)
-        chosen = [int(i) for i in args.only.split(",")] if args.only else [1, 2, 3, 4]
+        record["settings"]["lora_rank"] = rank
         running = []
         for number, (name, cmd, ready_path, models) in enumerate(scenarios(model, tmp, lora, rank), start=1):
             if number not in chosen:
@@ -264,7 +255,6 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc, ready_path)
             running.append((name, url, models))
-        rounds = []
         for round_ in range(1, args.rounds + 1):
             results = []
             for name, url, models in running:
@@ -272,10 +262,13 @@ def main() -> None:
                 result.single_ttfts = asyncio.run(load(url, models, prompt, args.single, 1, 2, name)).ttfts
                 log.info("round %d, %s: %.1f tok/s, TTFT p50 %.0f ms", round_, name, result.throughput,
                          1000 * statistics.median(result.ttfts))
-                results.append(result)
-            rounds.append(results)
-    command = "python benchmarks/serving/bench_serving.py " + " ".join(sys.argv[1:])
-    write_report(rounds, args, f"{args.model} ({model})", command.strip(), load_start)
+                results.append(result.as_dict())
+            record["rounds"].append(results)
+            record["summary"], record["cpu"] = summarize(record["rounds"]), watch.summary()
+            write_json(json_path, record)
+    # after the servers stopped, so their whole CPU time counts as the benchmark's
+    record["complete"], record["cpu"] = True, watch.close()
+    write_json(json_path, record)
 
 
 if __name__ == "__main__":
