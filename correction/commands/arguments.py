@@ -44,7 +44,7 @@ def device(text: str) -> str:
 
 def device_map(text: str) -> str | dict:
     """An accelerate strategy (auto, balanced, balanced_low_0, sequential) or a JSON file
-    mapping module names to devices ("model.layers.3": 0, "model.layers.20": "cpu", ... "disk")."""
+    mapping module names to devices ("model.layers.3": 0, "model.layers.20": 1, ...)."""
     if text in DEVICE_MAP_STRATEGIES:
         return text
     path = Path(text)
@@ -69,8 +69,9 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device-map", type=device_map, metavar="STRATEGY|FILE.json",
-        help="spread the model with accelerate: auto, balanced, sequential, or a JSON module -> device map "
-        "(GPUs, cpu, disk for offload); replaces --device",
+        help="spread the model over devices with accelerate: auto, balanced, sequential, or a JSON module -> device "
+        "map (GPU indices, cpu); replaces --device. A map that offloads weights (disk, or cpu beside GPUs) is refused: "
+        "the job's masks change weights, which an offload store would not keep",
     )
     parser.add_argument(
         "--recompute", action="store_true",
