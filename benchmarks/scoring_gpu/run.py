@@ -12,7 +12,7 @@ tokens for wanda, gradient and lrp, with and without layer recomputation.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring_memory"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "scoring_memory"), str(Path(__file__).resolve().parents[2])]
 from benchmark import main  # noqa: E402
 
 GPU_DEFAULTS = ["--device", "cuda", "--dtype", "bfloat16", "--models", "tinyllama-1.1b", "llama2-7b",

@@ -32,6 +32,7 @@ from correction.home import excise_home
 from correction.pruning import PRUNE_SCORER_DEFAULTS
 from correction.scoring.run import peak_rss_bytes
 
+from benchmarks.results_files import CpuWatch
 from report import write_report  # noqa: E402  (beside this file; the scripts put it on sys.path)
 
 logger = logging.getLogger("benchmarks.scoring_memory")
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         [f"--models {' '.join(args.models)}", f"--lengths {' '.join(map(str, args.lengths))}",
          f"--tokens {args.tokens}", f"--device {args.device}", f"--dtype {args.dtype}", f"--name {args.name}"])
     if not args.report_only:
+        watch = CpuWatch()
         for model in args.models:  # each model's configurations by growing length, so a stop loses little
             for length in args.lengths:
                 for method, recompute in CONFIGS:
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                                                          int(args.memory_limit_gb * 2**30))
                     logger.info("%s: %s", key, state["measurements"][key])
                     state_file.write_text(json.dumps(state, indent=2))
+        state["cpu"] = watch.close()
+        state_file.write_text(json.dumps(state, indent=2))
     state["limit_bytes"] = int(args.memory_limit_gb * 2**30)
     state["projection"] = projection(state)
     write_report(state, RESULTS, args.name, command)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 
+from benchmarks.results_files import figure, machine, save_figure, sharing, write_json
+
 GB = 2**30
 
 
-def machine(device: str) -> str:
+def describe_machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    return f"{os.cpu_count()}-core CPU ({cpu}), {memory:.0f} GB memory, torch {torch.__version__}"
+    return f"{machine(with_torch=False)}, {memory:.0f} GB memory, torch {torch.__version__}"
 
 
 def _rows(state: dict) -> dict[str, dict[tuple[str, bool], dict[int, dict]]]:
@@ -81,11 +79,12 @@ def markdown(state: dict, command: str, name: str) -> str:
     rows, limit = _rows(state), state["limit_bytes"]
     lengths = sorted({int(k.split("|")[3]) for k in state["measurements"]})
     settings = state["settings"]
+    load = f"; {sharing(state['cpu'])} (the last invocation, which measured what was missing)" if "cpu" in state else ""
     header = " / ".join(f"{n}" for n in lengths)
     lines = [
         f"# Scoring memory and time by window length ({settings['device']}, {settings['dtype']})",
         "",
-        f"Command: `{command}`. Machine: {machine(settings['device'])}. Each configuration scores "
+        f"Command: `{command}`. Machine: {describe_machine(settings['device'])}{load}. Each configuration scores "
         f"{settings['tokens']} random tokens (as windows of the given length, batch 1) at granularity weight in its own "
         "process; peak = that process's peak resident memory (model + scoring) on CPU, peak allocated memory on a GPU; "
         "over model = peak minus the memory right after the model was built. lrp uses its pruning aggregation "
@@ -120,14 +119,9 @@ def markdown(state: dict, command: str, name: str) -> str:
 
 
 def plot(state: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows, limit = _rows(state), state["limit_bytes"]
-    fig, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4.2), squeeze=False)
-    for ax, (model, configs) in zip(axes[0], rows.items()):
+    fig, axes = figure(len(rows), size=(6 * len(rows), 4.2))
+    for ax, (model, configs) in zip(axes, rows.items()):
         for (method, recompute), by_length in configs.items():
             lengths = sorted(by_length)
             peaks = [by_length[n]["peak_bytes"] / GB if by_length[n]["status"] == "ok" else limit / GB for n in lengths]
@@ -143,16 +137,14 @@ def plot(state: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Scoring peak memory vs window length (x: stopped at the memory limit)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(state: dict, out: Path, name: str, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(markdown(state, command, name))
     lengths = sorted({int(k.split("|")[3]) for k in state["measurements"]})
-    summary = {"command": command, "machine": machine(state["settings"]["device"]), **state,
+    summary = {"command": command, "machine": describe_machine(state["settings"]["device"]), **state,
                "targets": targets(_rows(state), lengths)}
-    (out / f"{name}.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    write_json(out / f"{name}.json", summary)
     plot(state, out / f"{name}.png")

@@ -9,7 +9,8 @@ What is measured and how: `benchmark.py` beside this file.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # spawned workers inherit it and import `benchmark`
+# this folder (`benchmark`, `report`; spawned workers inherit the path) and the repository root (`benchmarks`)
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]
 from benchmark import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ comparison needs the same windows in both precisions, not many of them.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.results_files
+from benchmarks.results_files import CpuWatch, figure, machine, save_figure, sharing, write_json  # noqa: E402
 from correction.data.windows import DataSpec, token_windows
 from correction.evaluation.perplexity import perplexity
 from correction.models.adapters import get_adapter
@@ -77,17 +77,11 @@ def masked_perplexity(scores, windows: torch.Tensor) -> float:
     return perplexity(loaded.model, windows, progress=False).perplexity
 
 
-def machine() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch {torch.__version__}"
-
-
 def markdown(result: dict) -> str:
     lines = [
         "# LRP scores from a reduced-precision model (SmolLM2-135M)",
         "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}. lrp (token_absolute), granularity weight, "
+        f"Command: `{result['command']}`. Machine: {result['machine']}; {sharing(result['cpu'])}. lrp (token_absolute), granularity weight, "
         f"{result['calibration']} calibration windows; masks {SPARSITY:.0%} row-wise; perplexity of each mask on the "
         f"float32 model, {result['evaluation']} (evaluation split). Dense perplexity {result['dense_perplexity']:.2f}.",
         "",
@@ -108,22 +102,15 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     others = {d: r for d, r in result["dtypes"].items() if d != "float32"}
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax,) = figure()
     for dtype, row in others.items():
         ax.hist(list(row["spearman"].values()), bins=30, alpha=0.6, label=dtype)
     ax.set_xlabel("Spearman correlation with float32 scores, per weight tensor")
     ax.set_ylabel("tensors")
     ax.set_title("LRP scores in reduced precision vs float32 (SmolLM2)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -133,6 +120,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float16"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    watch = CpuWatch()
     loaded = load_model("smollm2")
     calibration = token_windows(loaded.tokenizer, DataSpec.parse(args.calibration, split="calibration", order="random"))
     evaluation = token_windows(loaded.tokenizer, DataSpec.parse(args.eval, split="evaluation", order="sequential"))
@@ -149,10 +137,9 @@ def main() -> None:
     command = (f"python benchmarks/scoring_precision/run.py --calibration {args.calibration} --eval {args.eval} "
                f"--dtypes {' '.join(args.dtypes)}")
     result = {"command": command, "machine": machine(), "calibration": args.calibration, "evaluation": args.eval,
-              "sparsity": SPARSITY, "dense_perplexity": dense, "dtypes": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+              "sparsity": SPARSITY, "dense_perplexity": dense, "dtypes": rows, "cpu": watch.close()}
+    write_json(RESULTS / "scoring_precision.json", result)
     (RESULTS / "scoring_precision.md").write_text(markdown(result))
-    (RESULTS / "scoring_precision.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     plot(result, RESULTS / "scoring_precision.png")
     logger.info("wrote %s", RESULTS / "scoring_precision.md")
 
