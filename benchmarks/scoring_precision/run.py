@@ -19,6 +19,7 @@ comparison needs the same windows in both precisions, not many of them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -89,12 +90,13 @@ def markdown(result: dict) -> str:
         "decision | float32's removed weights also removed | perplexity of its 50% mask |",
         "|---|---|---|---|---|---|---|",
     ]
-    for dtype, row in result["dtypes"].items():
+    for dtype in sorted(result["dtypes"], key=lambda name: name != "float32"):  # float32, the reference, first
+        row = result["dtypes"][dtype]
         if dtype == "float32":
             lines.append(f"| float32 | {row['seconds']:.0f} | 1 | 1 | 1 | 1 | {row['perplexity']:.2f} |")
             continue
         lines.append(
-            f"| {dtype} | {row['seconds']:.0f} | {row['spearman_median']:.4f} | {row['spearman_min']:.4f} "
+            f"| {dtype} | {row['seconds']:.0f} | {row['spearman_median']:.6f} | {row['spearman_min']:.6f} "
             f"({row['spearman_min_tensor']}) | {row['mask_agreement']:.4f} | {row['removed_overlap']:.4f} | "
             f"{row['perplexity']:.2f} |"
         )
@@ -118,7 +120,13 @@ def main() -> None:
     parser.add_argument("--calibration", default="wiki:2x512")
     parser.add_argument("--eval", default="wiki:16x512")
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float16"])
+    parser.add_argument("--render", action="store_true", help="measure nothing: rewrite md and png from the json")
     args = parser.parse_args()
+    if args.render:
+        result = json.loads((RESULTS / "scoring_precision.json").read_text())
+        (RESULTS / "scoring_precision.md").write_text(markdown(result))
+        plot(result, RESULTS / "scoring_precision.png")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     watch = CpuWatch()
     loaded = load_model("smollm2")
