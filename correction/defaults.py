@@ -34,8 +34,8 @@ MODEL = "smollm2"
 PRUNED = "smollm2-lrp50"
 CORRECTED = "smollm2-detox"
 
-#: bumped whenever PRUNE or CORRECT change, so a cache built by an older recipe is not served as this one
-RECIPE = "v2"
+#: bumped whenever PRUNE or SERVE_CORRECT change, so a cache built by an older recipe is not served as this one
+RECIPE = "v3"
 # The best LRP setting benchmarks/results/pruning.md measured: token-absolute relevance (excise prune's
 # default for lrp) choosing the mask, SparseGPT's update re-fitting the kept weights (wiki 64x512 at 50%:
 # 40.49 against 44.91 without it), on a smaller reference set (16 x 512) so it builds in about four
@@ -65,6 +65,14 @@ CORRECT = CorrectConfig(
     second_evaluation=None,
     settings=EvaluationSettings(samples=3, reference_samples=4, max_prompts=32),
 )
+# What `make serve` builds: CORRECT with one budget and two samples a prompt, so it is ready within 10
+# minutes of the install on 2 cores (a fresh clone with CORRECT itself took 644 s,
+# benchmarks/results/serve_startup.md). On validation sets this small a sweep cannot tell budgets apart
+# (K=10, 25 and 50 all gave 0.125 on 32 prompts x 3 samples) and its two extra variants cost about 70 s;
+# K=25 is what an earlier sweep chose. The third sample a prompt cost about another 45 s.
+SERVE_CORRECT = CORRECT.model_copy(
+    update={"budget": 25, "sweep": None, "settings": CORRECT.settings.model_copy(update={"samples": 2})}
+)
 
 
 def default_folder() -> Path:
@@ -87,7 +95,7 @@ def build_default_artifacts(root: Path | None = None) -> Path:
     mask = _step(root / "pipeline" / "lrp50-mask", "50% LRP row-wise pruning, SparseGPT-reconstructed",
                  lambda out: prune(PRUNE, out))
     _step(serve / PRUNED, "pruned model for vLLM", lambda out: export_artifact(mask, "hf", out))
-    correction = _step(root / "pipeline" / "detox-mask", f"toxicity correction ({CORRECT.method}, neurons, sweep {CORRECT.sweep})",
-                       lambda out: correct(CORRECT, out))
+    correction = _step(root / "pipeline" / "detox-mask", f"toxicity correction ({SERVE_CORRECT.method}, neurons, budget {SERVE_CORRECT.budget})",
+                       lambda out: correct(SERVE_CORRECT, out))
     _step(serve / CORRECTED, "correction as a LoRA adapter", lambda out: export_artifact(correction, "lora", out))
     return serve

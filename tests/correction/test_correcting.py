@@ -180,21 +180,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 
 @pytest.mark.slow
 @pytest.mark.skip(
-    reason="make serve's CORRECT samples 3 continuations a prompt: dense validation toxicity probability was 0.094 "
+    reason="make serve's correction samples 2-3 continuations a prompt: dense validation toxicity probability was 0.094 "
     "(below this test's 0.3 precondition), too few samples to show a reduction; needs the settings the correction "
     "benchmark will choose (open in issue 18)"
 )
 def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, tmp_path):
-    """The correction `make serve` builds (correction/defaults.py CORRECT) on SmolLM2: toxicity on the
+    """The correction `make serve` builds (correction/defaults.py SERVE_CORRECT) on SmolLM2: toxicity on the
     validation prompts drops clearly, and removing the *opposite* end of the same ranking does not
     do that (so a reversed ranking fails this test)."""
     from correction.correcting import build_references, score_contrast
-    from correction.defaults import CORRECT
+    from correction.defaults import SERVE_CORRECT
     from correction.evaluation.variants import VariantEvaluator
     from correction.neuron_scales import NeuronScales
     from correction.protocol import measure_variants
 
-    config = CORRECT.model_copy(update={"model": str(smollm2_dir)})
+    config = SERVE_CORRECT.model_copy(update={"model": str(smollm2_dir)})
     out = correct(config, tmp_path / "fix")
     metrics = Manifest.load(out).metrics
     before, after = metrics["validation"]["before"], metrics["validation"]["after"]
