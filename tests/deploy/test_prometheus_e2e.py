@@ -59,17 +59,20 @@ class Prometheus:
         assert body["status"] == "success", (promql, body)
         return body["data"]["result"]
 
-    def wait_for(self, promql: str, timeout: float = 30) -> list[dict]:
+    def wait_for(self, promql: str, timeout: float = 30, ready=bool) -> list[dict]:
+        """The query's result once `ready(result)` holds (default: any data). Scrapes and rule evaluations
+        land when they land on a starved machine, so the test waits for them instead of guessing a sleep."""
         deadline = time.monotonic() + timeout
+        result = []
         while time.monotonic() < deadline:
             try:
                 result = self.query(promql)
             except httpx.HTTPError:
                 result = []
-            if result:
+            if ready(result):
                 return result
             time.sleep(0.5)
-        raise AssertionError(f"no data for {promql} after {timeout} s")
+        raise AssertionError(f"no data for {promql} after {timeout} s (last: {result})")
 
     def stop(self) -> None:
         self.proc.kill()
@@ -129,8 +132,9 @@ def test_latency_and_toxicity_queries_return_numbers(scraped):
         'histogram_quantile(0.5, sum by (variant, le) (rate(excise_time_to_first_token_seconds_bucket[10m])))',
         'sum by (variant) (rate(excise_output_toxicity_sum[10m])) / sum by (variant) (rate(excise_output_toxicity_count[10m]))',
     ):
-        result = prometheus.query(promql)
-        assert {r["metric"]["variant"] for r in result} == {"a", "b"}, promql
+        # both variants with a number: a rate is NaN until a scrape has seen a variant's counters grow
+        result = prometheus.wait_for(promql, timeout=60, ready=lambda r: {
+            x["metric"]["variant"] for x in r if math.isfinite(float(x["value"][1]))} == {"a", "b"})
         values = [float(r["value"][1]) for r in result]
         assert all(math.isfinite(v) and v >= 0 for v in values), (promql, values)
         if "toxicity" not in promql:
