@@ -127,7 +127,8 @@ def projection(state: dict, source: str = "tinyllama-1.1b", target: str = "llama
     Not a measurement: the memory over the model is fitted as intercept + slope * tokens on the
     source; the intercept (the fp32 sums and the score tensors, per prunable weight) scales with
     the prunable weights, the slope (layer inputs kept, one layer's activations, logits) with
-    layers x hidden size; the model's own weights are counted in the run's dtype.
+    layers x hidden size; the model's own weights are counted in float32 and in bfloat16 (the
+    fitted part keeps the run's own activation dtype, so it errs high for a bfloat16 run).
     """
     runs = {int(k.split("|")[3]): v for k, v in state["measurements"].items()
             if k.startswith(f"{source}|lrp|True|") and v["status"] == "ok"}
@@ -139,10 +140,10 @@ def projection(state: dict, source: str = "tinyllama-1.1b", target: str = "llama
     intercept = over[short] - slope * short
     (_, prunable_s), (total_t, prunable_t) = _parameter_counts(source), _parameter_counts(target)
     width = {name: SHAPES[name]["num_hidden_layers"] * SHAPES[name]["hidden_size"] for name in (source, target)}
-    weights = total_t * torch.empty((), dtype=getattr(torch, state["settings"]["dtype"])).element_size()
-    peaks = {n: weights + intercept * prunable_t / prunable_s + slope * n * width[target] / width[source]
-             for n in sorted(runs)}
-    return {"source": source, "target": target, "dtype": state["settings"]["dtype"], "peak_bytes": peaks,
+    peaks = {dtype: {n: total_t * size + intercept * prunable_t / prunable_s + slope * n * width[target] / width[source]
+                     for n in sorted(runs)}
+             for dtype, size in (("float32", 4), ("bfloat16", 2))}
+    return {"source": source, "target": target, "peak_bytes": peaks,
             "bytes_per_prunable_weight": intercept / prunable_s, "bytes_per_token": slope}
 
 

@@ -88,7 +88,7 @@ def markdown(state: dict, command: str, name: str) -> str:
         f"{settings['tokens']} random tokens (as windows of the given length, batch 1) at granularity weight in its own "
         "process; peak = that process's peak resident memory (model + scoring) on CPU, peak allocated memory on a GPU; "
         "over model = peak minus the memory right after the model was built. lrp uses its pruning aggregation "
-        f"(token_absolute). `> {limit / GB:.0f}` = stopped when it passed that much resident memory.",
+        f"(token_absolute). GB = 2^30 bytes. `> {limit / GB:.0f}` = stopped when it passed that much resident memory.",
         "",
     ]
     for model, configs in rows.items():
@@ -110,8 +110,9 @@ def markdown(state: dict, command: str, name: str) -> str:
                      f"{_fmt(t['lrp_kept_over_wanda_peak'])} | {growth} | {times} |")
     projected = state.get("projection")
     if projected:
-        peaks = ", ".join(f"{n} tokens {p / GB:.1f} GB" for n, p in projected["peak_bytes"].items())
-        lines += ["", f"Projection, not a measurement: {projected['target']} in {projected['dtype']} with lrp + recompute, "
+        peaks = "; ".join(f"{dtype} weights: " + ", ".join(f"{n} tokens {p / GB:.1f} GB" for n, p in by_length.items())
+                          for dtype, by_length in projected["peak_bytes"].items())
+        lines += ["", f"Projection, not a measurement: {projected['target']} with lrp + recompute, "
                   f"from {projected['source']}'s fit (over the model: {projected['bytes_per_prunable_weight']:.1f} bytes per "
                   f"prunable weight + {projected['bytes_per_token'] / 2**20:.2f} MB per token, the latter scaled by layers × "
                   f"hidden size): {peaks}. `benchmarks/scoring_gpu/run.py` measures it on a GPU."]

@@ -11,9 +11,9 @@ weights with the same keep/remove decision, and the share of the float32 mask's 
 weights that the other mask also removes), and the perplexity of each mask applied to the
 float32 model on held-out windows. Writes benchmarks/results/scoring_precision.{md,json,png}.
 
-On CPUs without bfloat16 arithmetic (no AVX512-BF16 / AMX, as here) a bfloat16 matmul is
-about 70x slower than a float32 one, which is why the calibration set is small: the
-comparison needs the same windows in both precisions, not many of them.
+On CPUs without bfloat16 arithmetic (no AVX512-BF16 / AMX, as here) bfloat16 scoring is an
+order of magnitude slower than float32 (the table's "scoring s"), which is why the calibration
+set is small: the comparison needs the same windows in both precisions, not many of them.
 """
 
 from __future__ import annotations

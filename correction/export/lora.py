@@ -23,7 +23,8 @@ from correction.export.base import ExportOptions, Exporter, ExportResult
 from correction.export.source import ExportSource
 from correction.masks import MaskSet
 from correction.models.adapters import get_adapter
-from correction.models.loading import DTYPES, load_model
+from correction.models.loading import load_model
+from correction.models.placement import DTYPES
 from correction.validation import MASK_KINDS, UPDATED_KINDS, check_tensor, read_json, tensor_specs
 
 logger = logging.getLogger(__name__)

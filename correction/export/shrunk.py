@@ -23,7 +23,8 @@ from correction.export.base import ExportOptions, Exporter, ExportResult
 from correction.export.source import ExportSource, load_masked, save_model_folder
 from correction.masks import MaskSet
 from correction.models.adapters import AttentionBlock, MlpBlock, adapter_class, get_adapter
-from correction.models.loading import DTYPES, read_config
+from correction.models.loading import read_config
+from correction.models.placement import DTYPES
 from correction.validation import check_dense_against_base
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from correction.errors import ExciseError
 from correction.manifest import Manifest
 from correction.masks import MaskSet
 from correction.models.adapters import get_adapter
-from correction.models.loading import DTYPES, LoadedModel, load_model
+from correction.models.loading import LoadedModel, load_model
+from correction.models.placement import DTYPES
 from correction.updates import copy_weights, load_weights
 from correction.validation import MASK_KINDS, UPDATED_KINDS, validate_artifact
 

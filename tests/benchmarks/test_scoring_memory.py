@@ -49,6 +49,7 @@ def test_the_projection_scales_the_fit_by_prunable_weights_and_layer_width(state
     (_, prunable_s), (total_t, prunable_t) = benchmark._parameter_counts("tinyllama-1.1b"), benchmark._parameter_counts("llama2-7b")
     width = (32 * 4096) / (22 * 2048)
     expected = 2 * total_t + intercept * prunable_t / prunable_s + slope * 2048 * width  # bfloat16 weights: 2 bytes
-    assert projected["peak_bytes"][2048] == pytest.approx(expected)
+    assert projected["peak_bytes"]["bfloat16"][2048] == pytest.approx(expected)
+    assert projected["peak_bytes"]["float32"][2048] == pytest.approx(expected + 2 * total_t)
     assert projected["bytes_per_token"] == pytest.approx(slope)
     assert total_t == 6_738_415_616  # Llama-2-7B's parameter count
