@@ -15,7 +15,7 @@ ARG VARIANT=gpu
 FROM python:3.11.14-slim-bookworm AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY correction/ correction/
+COPY excise/ excise/
 COPY server/ server/
 RUN pip install --no-cache-dir build==1.3.0 \
     && python -m build --wheel --outdir /wheels .

@@ -1,4 +1,4 @@
-"""What the server loads, checked before any engine sees it, through `correction.validation`.
+"""What the server loads, checked before any engine sees it, through `excise.artifacts.validation`.
 
 An excise artifact (an `hf`/`shrunk` export named as `weights`, a `lora` correction)
 must carry its manifest and pass `validate_artifact` against the weights its engine
@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from correction.errors import ExciseError
-from correction.manifest import MANIFEST_NAME, Manifest
-from correction.models.loading import validate_model_folder
-from correction.validation import (
+from excise.errors import ExciseError
+from excise.artifacts.manifest import MANIFEST_NAME, Manifest
+from excise.models.loading import validate_model_folder
+from excise.artifacts.validation import (
     check_dense_against_base,
     refuse_pickle,
     refuse_remote_code,

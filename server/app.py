@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from vllm.utils.gc_utils import freeze_gc_heap
 
-from correction.errors import ExciseError
+from excise.errors import ExciseError
 from server.config import ServingConfig, check_name, discover_artifacts, load_config
 from server.engines import EnginePool
 from server.errors import (

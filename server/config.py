@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from correction.errors import ExciseError
+from excise.errors import ExciseError
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def discover_artifacts(folder: Path) -> ServingConfig:
     dense too. Variants are named after their folders (two folders that would
     get one name are refused); `variants.plan` validates every artifact.
     """
-    from correction.manifest import MANIFEST_NAME, Manifest
+    from excise.artifacts.manifest import MANIFEST_NAME, Manifest
 
     if not folder.is_dir():
         raise ExciseError(f"artifacts folder {folder} does not exist; run the pipeline first or fix the path")

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from correction.errors import ExciseError
+from excise.errors import ExciseError
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ optionally to a LoRA correction on it; plus runtime registration.
 
 `plan` turns a config into engine specs and variants before any engine starts,
 resolving and validating every model folder and correction first
-(`server.adapters`, which goes through `correction.validation`), so a bad
+(`server.adapters`, which goes through `excise.artifacts.validation`), so a bad
 config or artifact fails at start-up with a clear message.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from vllm.lora.request import LoRARequest
 
-from correction.errors import ExciseError
-from correction.manifest import Manifest
-from correction.models.loading import resolve_model_path
+from excise.errors import ExciseError
+from excise.artifacts.manifest import Manifest
+from excise.models.loading import resolve_model_path
 from server.adapters import OUTSIDE_ROOT, ServedModel, confine, validate_correction, validate_model
 from server.config import EngineOptions, ServingConfig, VariantConfig, safe_name
 from server.engines import EnginePool, EngineSpec
@@ -75,9 +75,9 @@ def plan(config: ServingConfig, *, runtime_corrections: bool) -> Plan:
         variant = Variant(name=vc.name, engine_key=key, base=vc.base, manifest=model.manifest, verified=model.verified)
         if vc.correction is not None:
             correction = validate_correction(vc.correction, weights, options.max_lora_rank, verify=vc.verify)
-            variant.correction = correction.path
-            variant.manifest, variant.verified = correction.manifest, correction.verified and model.verified
-            variant.lora = LoRARequest(vc.name, next_lora_id(), str(correction.path))
+            variant.correction = excise.path
+            variant.manifest, variant.verified = excise.artifacts.manifest, excise.verified and model.verified
+            variant.lora = LoRARequest(vc.name, next_lora_id(), str(excise.path))
             has_lora.add(key)
         variants[vc.name] = variant
     specs = [
@@ -160,11 +160,11 @@ class VariantRegistry:
                 # Say what is wrong with which file, in the caller's terms: no server path in the answer.
                 message = str(exc).replace(str(folder), path).replace(str(engine.spec.model_path), f"base {base_name!r}")
                 raise BadRequest(message, param="path") from None
-            lora = LoRARequest(name, next_lora_id(), str(correction.path))
+            lora = LoRARequest(name, next_lora_id(), str(excise.path))
             await self._pool.add_lora(base.engine_key, lora)
             variant = Variant(
-                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=correction.path,
-                manifest=correction.manifest, runtime=True,
+                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=excise.path,
+                manifest=excise.artifacts.manifest, runtime=True,
             )
             self._variants[name] = variant
             return variant

@@ -40,13 +40,13 @@ def tiny_model_dir(request) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real embedded model, prepared once into EXCISE_HOME (about 35 s the first time)."""
-    from correction.models.loading import resolve_model_path
+    from excise.models.loading import resolve_model_path
 
     return resolve_model_path("smollm2")
 
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_dir):
-    from correction.models.loading import load_model
+    from excise.models.loading import load_model
 
     return load_model(smollm2_dir)

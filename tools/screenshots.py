@@ -145,8 +145,8 @@ def shoot_compare_and_artifacts(page, config: CaptureConfig, out: Path) -> None:
 def send_traffic(url: str, count: int) -> None:
     """`count` toxic test-split prompts to the experiment, one caller each, sampled as the correction
     protocol samples them; then wait until the server has scored every output."""
-    from correction.behaviours import get_behaviour
-    from correction.behaviours.base import EvaluationSettings
+    from excise.behaviours import get_behaviour
+    from excise.behaviours.base import EvaluationSettings
 
     toxicity = get_behaviour("toxicity")
     sampling = toxicity.sampling(EvaluationSettings())
@@ -180,7 +180,7 @@ def shoot_experiments(page, out: Path) -> None:
 def capture(config: CaptureConfig, work: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from correction.defaults import build_default_artifacts
+    from excise.defaults import build_default_artifacts
     from server.config import discover_artifacts
 
     shots = work / "shots"
@@ -195,7 +195,7 @@ def capture(config: CaptureConfig, work: Path) -> None:
             shoot_compare_and_artifacts(page, config, shots)
         served = with_experiment(discover_artifacts(build_default_artifacts()))  # built by make serve above
         (work / "serve.json").write_text(json.dumps(served.model_dump(mode="json")))
-        with_ab = [sys.executable, "-m", "correction.cli", "serve", "--config", str(work / "serve.json"),
+        with_ab = [sys.executable, "-m", "excise.cli.main", "serve", "--config", str(work / "serve.json"),
                    "--host", HOST, "--port", str(config.port)]
         with ServerProcess(with_ab, cwd=REPO, port=config.port, log=work / "experiment-serve.log",
                            timeout=config.timeout_s) as server:

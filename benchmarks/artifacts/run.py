@@ -31,18 +31,18 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from report import render  # noqa: E402
 from benchmarks.results_files import CpuWatch, machine, write_json  # noqa: E402
 
-from correction.atomic import atomic_folder  # noqa: E402
-from correction.data.windows import DataSpec, token_windows  # noqa: E402
-from correction.evaluation.perplexity import perplexity  # noqa: E402
-from correction.export.pipeline import export_artifact  # noqa: E402
-from correction.export.vllm_probe import ProbeRequest, probe  # noqa: E402
-from correction.manifest import Manifest, MethodInfo  # noqa: E402
-from correction.masks import MaskSet  # noqa: E402
-from correction.models.adapters import get_adapter  # noqa: E402
-from correction.models.identity import base_model_ref  # noqa: E402
-from correction.models.loading import load_model, resolve_model_path  # noqa: E402
-from correction.scoring.scores import Scores  # noqa: E402
-from correction.selection import get_selection  # noqa: E402
+from excise.artifacts.atomic import atomic_folder  # noqa: E402
+from excise.data.windows import DataSpec, token_windows  # noqa: E402
+from excise.evaluation.perplexity import perplexity  # noqa: E402
+from excise.export.pipeline import export_artifact  # noqa: E402
+from excise.export.vllm_probe import ProbeRequest, probe  # noqa: E402
+from excise.artifacts.manifest import Manifest, MethodInfo  # noqa: E402
+from excise.artifacts.masks import MaskSet  # noqa: E402
+from excise.models.adapters import get_adapter  # noqa: E402
+from excise.models.identity import base_model_ref  # noqa: E402
+from excise.models.loading import load_model, resolve_model_path  # noqa: E402
+from excise.artifacts.scores import Scores  # noqa: E402
+from excise.selection import get_selection  # noqa: E402
 
 logger = logging.getLogger("benchmarks.artifacts")
 

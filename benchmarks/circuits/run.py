@@ -28,11 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from correction.circuits.discovery import CircuitConfig, circuit_from_curve, circuit_sweep, prepare_task, score_task
-from correction.circuits.plots import plot_curves
-from correction.circuits.sweep import CurvePoint
-from correction.scoring import SCORERS
-from correction.scoring.scores import Scores
+from excise.circuits.discovery import CircuitConfig, circuit_from_curve, circuit_sweep, prepare_task, score_task
+from excise.circuits.plots import plot_curves
+from excise.circuits.sweep import CurvePoint
+from excise.scoring import SCORERS
+from excise.artifacts.scores import Scores
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STATE_DIR = Path("/tmp/excise-bench-circuits")

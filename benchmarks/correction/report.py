@@ -1,4 +1,4 @@
-"""correction.md, correction.json and the PNGs, entirely from the benchmark's stage results."""
+"""excise.md, excise.json and the PNGs, entirely from the benchmark's stage results."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import platform
 from pathlib import Path
 
-from correction.behaviours import get_behaviour
-from correction.evaluation.intervals import mcnemar, paired_bootstrap
+from excise.behaviours import get_behaviour
+from excise.evaluation.intervals import mcnemar, paired_bootstrap
 
 NEURONS = 30 * 1536  # SmolLM2's MLP neurons
 TARGET_REDUCTION, TARGET_PPL = 0.5, 0.01
@@ -214,5 +214,5 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                                        "test": tests, "validation": validations, "references": result["references"],
                                        "prompts": result["prompts"], "generation": result["generation"]}
     lines += ["Methods: " + "; ".join(f"`{m}` {e['help']}" for m, e in next(iter(results.values()))["methods"].items()), ""]
-    (out / "correction.md").write_text("\n".join(lines) + "\n")
-    (out / "correction.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    (out / "excise.md").write_text("\n".join(lines) + "\n")
+    (out / "excise.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -1,7 +1,7 @@
 """Targeted correction on SmolLM2 by the full protocol: lrp and its variants vs gradient, wanda,
 activation, an AurA-style dampening and K random neurons, every method under the same references.
 
-Protocol (correction/protocol.py): the undesired reference is every toxic (looping) continuation
+Protocol (excise/correction/protocol.py): the undesired reference is every toxic (looping) continuation
 the dense model samples for the *reference* prompts; each method's budget K is chosen on the
 *validation* prompts and validation perplexity windows (largest reduction within the perplexity
 bound); its figures are reported on the *test* prompts (RealToxicityPrompts: 25 samples, top-p 0.9,
@@ -106,7 +106,7 @@ def _stored_edit(edit) -> dict:
 def _loaded_edit(stored: dict, widths: dict[int, int]):
     import torch
 
-    from correction.neuron_scales import NeuronScales
+    from excise.correction.neuron_scales import NeuronScales
 
     scales = {}
     for layer, width in widths.items():
@@ -118,14 +118,14 @@ def _loaded_edit(stored: dict, widths: dict[int, int]):
 
 
 def run_behaviour(name: str, args, stages: Stages) -> dict:
-    from correction.behaviours import EvaluationSettings, UndesiredText, get_behaviour
-    from correction.correcting import CorrectConfig, build_references, reference_texts
-    from correction.correction_methods import METHODS, rank
-    from correction.errors import ExciseError
-    from correction.evaluation.variants import VariantEvaluator
-    from correction.models.adapters import get_adapter
-    from correction.models.loading import load_model
-    from correction.protocol import measure_variants, split_prompts
+    from excise.behaviours import EvaluationSettings, UndesiredText, get_behaviour
+    from excise.correction.run import CorrectConfig, build_references, reference_texts
+    from excise.correction.methods import METHODS, rank
+    from excise.errors import ExciseError
+    from excise.evaluation.variants import VariantEvaluator
+    from excise.models.adapters import get_adapter
+    from excise.models.loading import load_model
+    from excise.correction.protocol import measure_variants, split_prompts
 
     behaviour = get_behaviour(name)
     budgets = [int(k) for k in (args.budgets if name == "toxicity" else args.repetition_budgets).split(",")]

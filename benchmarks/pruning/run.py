@@ -35,14 +35,14 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[2])]  # report, benchmarks
 import report  # noqa: E402
 
-from correction.data.windows import DataSpec, token_windows  # noqa: E402
-from correction.evaluation.perplexity import perplexity  # noqa: E402
-from correction.models.adapters import get_adapter  # noqa: E402
-from correction.models.loading import load_model  # noqa: E402
-from correction.reconstruction import SPARSEGPT, fixed_rules, reconstruct, saliency_rules  # noqa: E402
-from correction.scoring import Scores, score_in_worker, score_model  # noqa: E402
-from correction.selection import get_selection  # noqa: E402
-from correction.tasks import evaluate_task, load_task, split_task  # noqa: E402
+from excise.data.windows import DataSpec, token_windows  # noqa: E402
+from excise.evaluation.perplexity import perplexity  # noqa: E402
+from excise.models.adapters import get_adapter  # noqa: E402
+from excise.models.loading import load_model  # noqa: E402
+from excise.pruning.reconstruction import SPARSEGPT, fixed_rules, reconstruct, saliency_rules  # noqa: E402
+from excise.scoring import Scores, score_in_worker, score_model  # noqa: E402
+from excise.selection import get_selection  # noqa: E402
+from excise.tasks import evaluate_task, load_task, split_task  # noqa: E402
 
 logger = logging.getLogger("benchmarks.pruning")
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from correction.home import excise_home
-from correction.pruning import PRUNE_SCORER_DEFAULTS
-from correction.scoring.run import peak_rss_bytes
+from excise.home import excise_home
+from excise.pruning.run import PRUNE_SCORER_DEFAULTS
+from excise.scoring.run import peak_rss_bytes
 
 from benchmarks.results_files import CpuWatch
 from report import write_report  # noqa: E402  (beside this file; the scripts put it on sys.path)
@@ -57,7 +57,7 @@ def _resident_bytes(pid: int | str = "self") -> int:
 
 
 def _build(model: str, device: str, dtype: str):
-    from correction.models.loading import load_model
+    from excise.models.loading import load_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if model == "smollm2":
@@ -69,7 +69,7 @@ def _build(model: str, device: str, dtype: str):
 
 
 def _measure(results, model: str, method: str, recompute: bool, length: int, args: dict) -> None:
-    from correction.scoring import score_model
+    from excise.scoring import score_model
 
     torch.set_num_threads(args["threads"])
     built = _build(model, args["device"], args["dtype"])

@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.results_files
 from benchmarks.results_files import CpuWatch, figure, machine, save_figure, sharing, write_json  # noqa: E402
-from correction.data.windows import DataSpec, token_windows
-from correction.evaluation.perplexity import perplexity
-from correction.models.adapters import get_adapter
-from correction.models.loading import load_model
-from correction.pruning import PRUNE_SCORER_DEFAULTS
-from correction.scoring import score_in_worker
-from correction.selection import get_selection
+from excise.data.windows import DataSpec, token_windows
+from excise.evaluation.perplexity import perplexity
+from excise.models.adapters import get_adapter
+from excise.models.loading import load_model
+from excise.pruning.run import PRUNE_SCORER_DEFAULTS
+from excise.scoring import score_in_worker
+from excise.selection import get_selection
 
 logger = logging.getLogger("benchmarks.scoring_precision")
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -33,7 +33,7 @@ from tools.serve_process import HOST, POLL_S, ServeError, ServerProcess  # noqa:
 logger = logging.getLogger("benchmarks.serve_startup")
 
 COMMAND = "python benchmarks/serve_startup/run.py"
-#: excise's log line format (correction/cli.py): "00:41:07 INFO correction.defaults: message"
+#: excise's log line format (excise/cli/main.py): "00:41:07 INFO excise.defaults: message"
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d) \w+ ([\w.]+): (.*)$")
 #: excise's own loggers (vLLM's lines are left out)
 PHASE_LOGGERS = ("correction.", "server.")

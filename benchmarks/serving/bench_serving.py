@@ -151,10 +151,10 @@ def neuron_correction(model: str, out: Path, per_layer: int) -> tuple[Path, int]
     """A correction removing about `per_layer` MLP neurons of every layer (the smallest by weight
     magnitude), built the way a user would: `excise prune --granularity neuron`, then
     `excise export --to lora`. Returns the adapter folder and its LoRA rank."""
-    from correction.data.windows import DataSpec
-    from correction.export.pipeline import export_artifact
-    from correction.models.loading import resolve_model_path
-    from correction.pruning import PruneConfig, prune
+    from excise.data.windows import DataSpec
+    from excise.export.pipeline import export_artifact
+    from excise.models.loading import resolve_model_path
+    from excise.pruning.run import PruneConfig, prune
     from transformers import AutoConfig
 
     width = AutoConfig.from_pretrained(resolve_model_path(model)).intermediate_size
@@ -226,7 +226,7 @@ def main() -> None:
 def measure(args, chosen: list[int], json_path: Path) -> None:
     """Starts the servers, runs the rounds and rewrites the JSON record after each round."""
     os.environ.update({k: v for k, v in ENV.items() if k not in os.environ})
-    from correction.models.loading import resolve_model_path
+    from excise.models.loading import resolve_model_path
     from transformers import AutoTokenizer
 
     watch = CpuWatch()

@@ -9,12 +9,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.serve_startup.run import phases  # noqa: E402
 
 LOG = """.venv/bin/excise serve --default --host 127.0.0.1 --port 8000
-23:59:50 INFO correction.defaults: 50% LRP row-wise pruning: building /tmp/home/default/v2/pipeline/lrp50-mask
-23:59:50 INFO correction.models.embedded: converting smollm2 from /x/y/SmolLM2.gguf (once; ~30 s)
+23:59:50 INFO excise.defaults: 50% LRP row-wise pruning: building /tmp/home/default/v2/pipeline/lrp50-mask
+23:59:50 INFO excise.models.embedded: converting smollm2 from /x/y/SmolLM2.gguf (once; ~30 s)
 Converting and de-quantizing GGUF tensors...:   0%|          | 0/272 [00:00<?, ?it/s]
-00:00:20 INFO correction.models.embedded: prepared smollm2 at /tmp/home/models/smollm2
-00:03:00 INFO correction.scoring.run: lrp scores from 16 samples in 145.3 s
-00:04:10 INFO correction.defaults: pruned model for vLLM: building /tmp/home/default/v2/serve/smollm2-lrp50
+00:00:20 INFO excise.models.embedded: prepared smollm2 at /tmp/home/models/smollm2
+00:03:00 INFO excise.scoring.run: lrp scores from 16 samples in 145.3 s
+00:04:10 INFO excise.defaults: pruned model for vLLM: building /tmp/home/default/v2/serve/smollm2-lrp50
 00:04:30 INFO server.engines: starting engine 'smollm2' on /tmp/home/models/smollm2 (lora=True)
 00:05:01 INFO server.engines: all 2 engine(s) ready: smollm2, smollm2-lrp50
 00:05:02 INFO server.engines: after ready: not a step

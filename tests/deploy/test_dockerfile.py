@@ -86,7 +86,7 @@ def test_runs_as_non_root_with_healthcheck_and_the_excise_cli(routes):
     assert dockerfile_args("EXPOSE") == [str(port)]
     assert json.loads(dockerfile_args("ENTRYPOINT")[0]) == ["excise"]
     command = json.loads(dockerfile_args("CMD")[0])
-    from correction.commands import COMMANDS
+    from excise.cli import COMMANDS
 
     subcommands = [c.name for c in COMMANDS]
     assert command[0] in subcommands, f"`excise {command[0]}` is not a CLI subcommand (yet): {sorted(subcommands)}"

@@ -207,7 +207,7 @@ def _pipeline_outputs(rendered) -> dict[str, str]:
 
 
 def test_pipeline_job_runs_prune_correct_export_with_real_cli_flags(rendered):
-    from correction.cli import build_parser
+    from excise.cli.main import build_parser
 
     commands = _pipeline_commands(rendered)
     assert [c[0] for c in commands] == ["prune", "export", "correct", "export"]

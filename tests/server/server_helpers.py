@@ -40,10 +40,10 @@ def excise_lora(base: Path | str, out: Path, sparsity: float) -> tuple[Path, dic
     """A correction made the way users make one: `excise prune --granularity neuron` (magnitude scores,
     per-layer share `sparsity`) then `excise export --to lora`. Returns the LoRA folder and the removed
     neurons per layer, read back from the mask artifact."""
-    from correction.data.windows import DataSpec
-    from correction.export.pipeline import export_artifact
-    from correction.masks import MaskSet
-    from correction.pruning import PruneConfig, prune
+    from excise.data.windows import DataSpec
+    from excise.export.pipeline import export_artifact
+    from excise.artifacts.masks import MaskSet
+    from excise.pruning.run import PruneConfig, prune
 
     masks = out.with_name(out.name + "-mask")
     config = PruneConfig(
@@ -58,9 +58,9 @@ def excise_lora(base: Path | str, out: Path, sparsity: float) -> tuple[Path, dic
 
 def excise_hf_export(base: Path, out: Path, sparsity: float = 0.5) -> Path:
     """A pruned model as users make one: `excise prune` (magnitude, row-wise) then `excise export --to hf`."""
-    from correction.data.windows import DataSpec
-    from correction.export.pipeline import export_artifact
-    from correction.pruning import PruneConfig, prune
+    from excise.data.windows import DataSpec
+    from excise.export.pipeline import export_artifact
+    from excise.pruning.run import PruneConfig, prune
 
     masks = out.with_name(out.name + "-mask")
     config = PruneConfig(

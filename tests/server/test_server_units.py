@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from correction.errors import ExciseError
+from excise.errors import ExciseError
 from server.adapters import validate_correction
 from server.config import ExperimentConfig, load_config, parse_config
 from server.experiments import ArmStats, Experiment, bucket, latency_test, two_proportion_z_test
@@ -150,7 +150,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 def test_valid_correction_passes(tiny, tiny_lora):
     correction = validate_correction(tiny_lora, tiny, max_rank=64)
-    assert (correction.rank, correction.verified, correction.manifest.kind) == (8, True, "lora")
+    assert (excise.rank, excise.verified, excise.artifacts.manifest.kind) == (8, True, "lora")
 
 
 def test_correction_over_the_engine_rank_is_refused(tiny, tmp_path):
@@ -204,7 +204,7 @@ def test_pickled_correction_is_refused(tiny, tmp_path):
 
 def test_manifest_file_names_cannot_leave_the_artifact(tiny, tiny_lora, tmp_path):
     """A listed name is joined to the folder: `..`, absolute paths and links out of it are refused."""
-    from correction.atomic import sha256_file
+    from excise.artifacts.atomic import sha256_file
 
     secret = tmp_path / "secret.txt"
     secret.write_text("outside")

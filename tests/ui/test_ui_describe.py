@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from correction.models.embedded import embedded_path
+from excise.models.embedded import embedded_path
 from server.config import EngineOptions
 from server.engines import EngineSpec
 from server.ui_routes import describe

@@ -31,9 +31,9 @@ PROMPT = "Tell me about the weather today"
 def _correction(base: Path, out: Path) -> Path:
     """A correction made by `excise prune --granularity neuron` (with measured perplexity before and
     after) + `excise export --to lora`: the artifacts view must show what its manifest records."""
-    from correction.data.windows import DataSpec
-    from correction.export.pipeline import export_artifact
-    from correction.pruning import PruneConfig, prune
+    from excise.data.windows import DataSpec
+    from excise.export.pipeline import export_artifact
+    from excise.pruning.run import PruneConfig, prune
 
     config = PruneConfig(
         model=str(base), method="magnitude", sparsity=0.45, granularity="neuron",

@@ -1,6 +1,0 @@
-"""Reference and evaluation text: bundled corpora, user files, token windows."""
-
-from correction.data.corpora import Document, load_documents, split_documents
-from correction.data.windows import DataSpec, token_windows
-
-__all__ = ["DataSpec", "Document", "load_documents", "split_documents", "token_windows"]

@@ -1,0 +1,1 @@
+"""The artifact contract: manifests, masks, scores, validation; what the server reads."""

@@ -1,0 +1,1 @@
+"""Targeted correction: find and cut the components behind an unwanted behaviour."""

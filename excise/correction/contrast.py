@@ -1,0 +1,71 @@
+"""The contrastive rule of a correction and the cut that removes exactly K components.
+
+See `excise.correction.run` (its module docstring) for the rule's definition and why the
+`relative` normalisation is the default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from excise.errors import ExciseError
+from excise.artifacts.masks import MaskSet
+from excise.scoring import Scores
+
+Granularity = Literal["neuron", "weight", "head"]
+Normalise = Literal["overall", "layer", "relative"]
+
+
+def _units(scores: Scores, granularity: Granularity) -> dict:
+    return {"weight": scores.weights, "neuron": scores.neurons, "head": scores.heads}[granularity]
+
+
+def _normalised(units: dict, normalise: Normalise) -> dict:
+    if normalise == "layer":
+        return {key: value.float() / value.float().abs().sum().clamp(min=1e-30) for key, value in units.items()}
+    total = sum(value.float().abs().sum() for value in units.values())
+    return {key: value.float() / max(float(total), 1e-30) for key, value in units.items()}
+
+
+def contrastive_scores(general: Scores, undesired: Scores, granularity: Granularity, normalise: Normalise) -> Scores:
+    """`general - undesired` after normalising each (higher = keep); see the module docstring."""
+    general_units, undesired_units = _units(general, granularity), _units(undesired, granularity)
+    if set(general_units) != set(undesired_units) or not general_units:
+        raise ExciseError(f"the general and undesired scores do not cover the same {granularity}s; score both alike")
+    g = _normalised(general_units, "layer" if normalise == "layer" else "overall")
+    u = _normalised(undesired_units, "layer" if normalise == "layer" else "overall")
+    contrast = Scores()
+    if normalise == "relative":
+        # the difference as a share of the component's own relevance, shrunk towards 0 for
+        # components that matter little to either reference (the mean keeps noise from ranking first)
+        typical = float(sum((g[k].abs() + u[k].abs()).sum() for k in g)) / sum(g[k].numel() for k in g)
+        difference = {key: (g[key] - u[key]) / (g[key].abs() + u[key].abs() + typical) for key in g}
+    else:
+        difference = {key: g[key] - u[key] for key in g}
+    _units(contrast, granularity).update({key: difference[key] for key in sorted(difference)})
+    return contrast
+
+
+def component_count(scores: Scores, granularity: Granularity) -> int:
+    return sum(value.numel() for value in _units(scores, granularity).values())
+
+
+def remove_lowest(contrast: Scores, granularity: Granularity, budget: int) -> MaskSet:
+    """A mask removing exactly the `budget` components with the lowest contrast, across all layers."""
+    units = _units(contrast, granularity)
+    keys = sorted(units)
+    total = component_count(contrast, granularity)
+    if budget > total:
+        raise ExciseError(f"budget {budget} exceeds the {total} {granularity}s of the model; give a budget <= {total}")
+    flat = torch.cat([units[key].reshape(-1) for key in keys])  # [total], in key order
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[torch.argsort(flat, stable=True)[:budget]] = False
+    masks = MaskSet()
+    offset = 0
+    for key in keys:
+        size = units[key].numel()
+        _units(masks, granularity)[key] = keep[offset : offset + size].view(units[key].shape).clone()
+        offset += size
+    return masks

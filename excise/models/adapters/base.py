@@ -1,0 +1,112 @@
+"""The one description of a decoder-only transformer that the rest of excise uses.
+
+An adapter maps a model family onto: decoder layers, each with an attention block
+(q/k/v/o projections, query heads and key/value groups) and an MLP block (the
+projections whose output rows are neurons and the projection whose input columns
+are neurons), plus norms, embeddings and the LM head. Nothing outside the
+adapters looks at `model_type`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from excise.errors import ExciseError
+
+
+@dataclass(frozen=True)
+class AttentionBlock:
+    """One layer's attention. Head h owns rows h*head_dim:(h+1)*head_dim of q_proj and
+    columns of the same range of o_proj; KV group g owns those rows of k_proj/v_proj."""
+
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    o_proj: nn.Linear
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def heads_per_group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+@dataclass(frozen=True)
+class MlpBlock:
+    """One layer's MLP. Neuron i is row i of every `inputs` projection and column i of `output`."""
+
+    inputs: tuple[nn.Linear, ...]
+    output: nn.Linear
+
+    @property
+    def num_neurons(self) -> int:
+        return self.output.in_features
+
+
+@dataclass(frozen=True)
+class DecoderLayer:
+    index: int
+    attention: AttentionBlock
+    mlp: MlpBlock
+    norms: tuple[nn.Module, ...]
+
+
+class ModelAdapter(ABC):
+    """Knows where things are in one model family; built around a loaded model."""
+
+    model_types: ClassVar[tuple[str, ...]]
+    #: name of the config field holding the MLP width (changed by structured pruning)
+    mlp_width_key: ClassVar[str]
+    #: per model_type, the config fields (query heads, key/value heads, head size) through which a
+    #: model with fewer heads per layer is expressed; absent where transformers or vLLM cannot
+    head_config_keys: ClassVar[dict[str, tuple[str, str, str]]] = {}
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+
+    @abstractmethod
+    def layer_modules(self) -> list[nn.Module]:
+        """The decoder layers in order."""
+
+    @abstractmethod
+    def describe_layer(self, index: int, layer: nn.Module) -> DecoderLayer: ...
+
+    @abstractmethod
+    def embeddings(self) -> tuple[nn.Module, ...]: ...
+
+    @abstractmethod
+    def final_norm(self) -> nn.Module: ...
+
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    def layers(self) -> list[DecoderLayer]:
+        return [self.describe_layer(i, layer) for i, layer in enumerate(self.layer_modules())]
+
+    def prunable_linears(self) -> dict[str, nn.Linear]:
+        """Every linear layer inside the decoder layers, by module name.
+
+        Embeddings, norms and the LM head are not in this set: they are never pruned.
+        """
+        inside = {id(m) for layer in self.layer_modules() for m in layer.modules()}
+        return {
+            name: module
+            for name, module in self.model.named_modules()
+            if isinstance(module, nn.Linear) and id(module) in inside
+        }
+
+    def lrp_patches(self) -> list:
+        """The lxt AttnLRP rules for this family as `excise.lrp.Patch`es (see excise/lrp)."""
+        raise ExciseError(f"LRP rules are not defined for model type {self.config.model_type!r}")
+
+    def module_name(self, module: nn.Module) -> str:
+        for name, candidate in self.model.named_modules():
+            if candidate is module:
+                return name
+        raise KeyError("module is not part of this model")

@@ -1,0 +1,1 @@
+"""Pruning: score, select, optionally reconstruct, save a mask artifact."""

@@ -1,0 +1,126 @@
+"""Gradient x input scorers: `gradient` (plain loss) and the base that `lrp` reuses.
+
+Relevance of a tensor for one sample is the tensor times the gradient of the sample's
+objective with respect to it, summed over the sample's tokens. For a weight W of a linear
+y = x W^T this is W * (sum_t g_t^T x_t) (W times its per-sample gradient); for a unit it is
+a * a.grad of the activation entering the output projection (MLP hidden activation,
+per-head attention output before o_proj), summed over tokens (and the head's dimensions).
+The score is the mean over samples of one of
+- "absolute" (default, the paper's): |relevance summed over the sample's tokens|;
+- "signed": the relevance summed over the sample's tokens;
+- "token_absolute": the sum over the sample's tokens of |each token's share|, so tokens
+  that push a weight in opposite directions do not cancel. For a weight the share of
+  token t is W_ij x_ti g_tj, and sum_t |W_ij x_ti g_tj| = |W_ij| (|G|^T |X|)_ij: one
+  matrix product, as cheap as the others.
+In every aggregation W (or |W|) multiplies each sample's term alike, so the running sum
+holds only what multiplies it, and W is applied once when the scores are read.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Literal
+
+import torch
+
+from excise.scoring.base import Scorer, ScorerConfig, register_scorer
+from excise.scoring.batches import ReferenceBatch
+from excise.models.placement import weight_of
+from excise.scoring.hooks import HookSet, activation_gradients, on_gradient
+from excise.artifacts.scores import Scores
+
+
+class RelevanceConfig(ScorerConfig):
+    aggregation: Literal["absolute", "signed", "token_absolute"] = "absolute"
+
+
+class GradientTimesInputScorer(Scorer):
+    config_class = RelevanceConfig
+    runs_backward = True
+
+    @abstractmethod
+    def objective(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
+        """`[B, T, V]` logits -> `[B]` per-sample objective to differentiate."""
+
+    @property
+    def _per_token(self) -> bool:
+        return self.config.aggregation == "token_absolute"
+
+    def _aggregated(self, relevance: torch.Tensor) -> torch.Tensor:
+        return relevance if self.config.aggregation == "signed" else relevance.abs()
+
+    def _sample_products(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """`[T, in]`, `[T, out]` -> `[out, in]`: what multiplies W in the sample's (aggregated) relevance."""
+        if self._per_token:
+            return grad.abs().T @ x.abs()
+        return self._aggregated(grad.T @ x)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            hooks = stack.enter_context(HookSet())
+            if "weight" in self.granularities:
+                for name, linear in self.adapter.prunable_linears().items():
+                    key = f"weight/{name}.weight"
+                    self.buffer(key, tuple(linear.weight.shape), linear)
+                    hooks.on_input_output(linear, self._weight_tap(key))
+            self.tap_units(hooks, self._unit_tap)
+            stack.enter_context(activation_gradients(self.adapter))
+            yield
+
+    def _weight_tap(self, key: str):
+        def tap(x: torch.Tensor, y: torch.Tensor) -> None:
+            x = self.per_token(x.detach())  # [B, T, in]
+
+            def add(grad: torch.Tensor) -> None:
+                grad = self.per_token(grad)  # [B, T, out]
+                total = self.sums[key]
+                for xb, gb in zip(x.float(), grad.float()):  # one sample at a time: one [out, in] buffer
+                    total.add_(self._sample_products(xb, gb))
+
+            on_gradient(y, add)
+
+        return tap
+
+    def _unit_tap(self, key: str, unit_size: int):
+        def tap(x: torch.Tensor) -> None:
+            def add(grad: torch.Tensor) -> None:
+                product = self.per_token(x.detach().float() * grad.float())  # [B, T, units * unit_size]
+                per_token = product.view(*product.shape[:2], -1, unit_size).sum(-1)  # [B, T, units]
+                per_sample = per_token.abs().sum(1) if self._per_token else self._aggregated(per_token.sum(1))
+                self.sums[key].add_(per_sample.sum(0))  # [units]
+
+            on_gradient(x, add)
+
+        return tap
+
+    def step(self, batch: ReferenceBatch) -> None:
+        self.target.check(batch)
+        self.batch = batch = batch.to(self.device)
+        with torch.enable_grad():
+            # no name holds the [B, T, V] logits, so they are freed before the backward pass
+            # unless the objective's graph needs them (a gather does not; a log-softmax keeps its own output)
+            self.objective(self.run_model(batch.input_ids).float(), batch).sum().backward()
+        self.count += len(batch)
+
+    def scores(self) -> Scores:
+        """W (|W| unless signed) times the mean of what multiplies it: the weight is the same for
+        every sample, so it factors out of the sum and is read once, here (also when offloaded)."""
+        scores = self.mean_scores()
+        for name, linear in self.adapter.prunable_linears().items():
+            if f"{name}.weight" in scores.weights:
+                scores.weights[f"{name}.weight"].mul_(self._aggregated(weight_of(linear)))
+        return scores
+
+
+@register_scorer
+class GradientScorer(GradientTimesInputScorer):
+    """|W * grad| of the plain loss: per-sample mean next-token NLL on LM data, the task
+    objective for task targets."""
+
+    name = "gradient"
+
+    def objective(self, logits, batch):
+        return self.target.loss(logits, batch)

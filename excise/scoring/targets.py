@@ -1,0 +1,116 @@
+"""Targets: the per-sample scalar whose relevance (or gradient) a scorer propagates back.
+
+`objective(logits, batch) -> [B]` is where LRP starts (a logit or a logit difference: LRP
+explains a model output, not a loss). `loss(logits, batch) -> [B]` is what the gradient
+scorer differentiates: the plain LM loss for language-model data, the task objective for
+task targets (the sign does not matter for absolute scores).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from excise.errors import ExciseError
+from excise.scoring.batches import ReferenceBatch
+
+
+class Target(ABC):
+    name: ClassVar[str]
+    needs_task: ClassVar[bool] = False
+
+    @abstractmethod
+    def objective(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
+        """`logits [B, T, V]` -> `[B]`."""
+
+    def loss(self, logits: torch.Tensor, batch: ReferenceBatch) -> torch.Tensor:
+        return self.objective(logits, batch)
+
+    def check(self, batch: ReferenceBatch) -> None:
+        if self.needs_task and batch.target is None:
+            raise ExciseError(f"target {self.name!r} needs task batches (position and correct token per sample)")
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: type[Target]) -> type[Target]:
+    if target.name in TARGETS:
+        raise ValueError(f"target {target.name!r} is already registered")
+    TARGETS[target.name] = target()
+    return target
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ExciseError(f"unknown target {name!r}; choose one of {', '.join(sorted(TARGETS))}") from None
+
+
+def _next_token_mask(batch: ReferenceBatch) -> torch.Tensor:
+    """`[B, T-1]`: position t predicts token t+1; both must be real tokens, and t+1 a scored one
+    (with a `scored` mask only the continuation's tokens are targets, the prompt is context)."""
+    return batch.mask[:, :-1] * batch.scored_mask[:, 1:]
+
+
+@register_target
+class NextToken(Target):
+    """Logit of each position's actual next token, summed over the positions of a sample."""
+
+    name = "next_token"
+
+    def objective(self, logits, batch):
+        chosen = logits[:, :-1].gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # [B, T-1]
+        return (chosen * _next_token_mask(batch)).sum(-1)
+
+    def loss(self, logits, batch):
+        """Mean next-token negative log-likelihood of each sample."""
+        log_probs = logits[:, :-1].float().log_softmax(-1)
+        nll = -log_probs.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # [B, T-1]
+        mask = _next_token_mask(batch)
+        return (nll * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+@register_target
+class PredictedToken(Target):
+    """Each position's largest logit (the model's own prediction), summed over positions."""
+
+    name = "predicted_token"
+
+    def objective(self, logits, batch):
+        return (logits[:, :-1].max(-1).values * _next_token_mask(batch)).sum(-1)
+
+
+def _task_logits(logits: torch.Tensor, batch: ReferenceBatch, tokens: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(len(batch), device=logits.device)
+    return logits[rows, batch.target.position, tokens]  # [B]
+
+
+@register_target
+class TaskCorrect(Target):
+    """Logit of the correct token at the task position."""
+
+    name = "task_correct"
+    needs_task = True
+
+    def objective(self, logits, batch):
+        return _task_logits(logits, batch, batch.target.correct)
+
+
+@register_target
+class TaskLogitDiff(Target):
+    """Correct minus incorrect logit at the task position (e.g. IOI: ' Mary' - ' John')."""
+
+    name = "task_logit_diff"
+    needs_task = True
+
+    def check(self, batch):
+        super().check(batch)
+        if batch.target.incorrect is None:
+            raise ExciseError("target 'task_logit_diff' needs an incorrect token per sample")
+
+    def objective(self, logits, batch):
+        return _task_logits(logits, batch, batch.target.correct) - _task_logits(logits, batch, batch.target.incorrect)

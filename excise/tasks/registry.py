@@ -1,0 +1,82 @@
+"""The task interface, the registry of built-in tasks, and the reference / held-out split.
+
+`load_task(spec)` takes a built-in name ("ioi") or a path to a JSONL file of user
+prompts. `split_task` draws the examples once (seeded) and cuts them into a
+reference part (used for scoring) and a held-out part (used for every
+evaluation), which never share a prompt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from excise.errors import ExciseError
+from excise.tasks.base import TaskBatch, TaskExample, encode_examples
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    #: whether a continuation that is not one token is an error (else: first token, with a warning)
+    strict_tokens: ClassVar[bool]
+    #: whether every example has a corrupted counterpart (for corrupted ablation and EAP)
+    has_corrupted: bool = False
+
+    @abstractmethod
+    def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
+        """Up to `count` examples in a seeded order (a file task may have fewer)."""
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(task: type[Task]) -> type[Task]:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered by {TASKS[task.name].__name__}")
+    TASKS[task.name] = task
+    return task
+
+
+def load_task(spec: str) -> Task:
+    from excise.tasks.jsonl import JsonlTask
+
+    if spec in TASKS:
+        return TASKS[spec]()
+    if spec.endswith(".jsonl"):
+        return JsonlTask(Path(spec))
+    raise ExciseError(f"unknown task {spec!r}; choose one of {', '.join(sorted(TASKS))} or give a FILE.jsonl")
+
+
+@dataclass
+class TaskSplit:
+    task: str
+    reference: list[TaskExample]
+    heldout: list[TaskExample]
+    strict_tokens: bool = True
+
+    def encode(self, tokenizer, part: str, *, corrupted: bool = False) -> TaskBatch:
+        """Token ids of the "reference" or "heldout" prompts (or their corrupted counterparts)."""
+        return encode_examples(tokenizer, getattr(self, part), corrupted=corrupted, strict=self.strict_tokens)
+
+    @property
+    def has_corrupted(self) -> bool:
+        return all(e.corrupted is not None for e in self.reference + self.heldout)
+
+
+def split_task(task: Task, tokenizer, *, reference: int, heldout: int, seed: int = 0) -> TaskSplit:
+    """Reference and held-out examples; a short file is cut in the same proportion."""
+    if reference < 1 or heldout < 1:
+        raise ExciseError("reference and held-out prompt counts must be at least 1")
+    examples = task.examples(tokenizer, reference + heldout, seed)
+    if len(examples) < 2:
+        raise ExciseError(f"task {task.name!r} has {len(examples)} prompt(s); it needs at least 2 to hold some out")
+    cut = reference if len(examples) >= reference + heldout else round(len(examples) * reference / (reference + heldout))
+    cut = min(max(cut, 1), len(examples) - 1)
+    return TaskSplit(
+        task=task.name,
+        reference=examples[:cut],
+        heldout=examples[cut : reference + heldout],
+        strict_tokens=task.strict_tokens,
+    )
