@@ -36,7 +36,7 @@ COMMAND = "python benchmarks/serve_startup/run.py"
 #: excise's log line format (excise/cli/main.py): "00:41:07 INFO excise.defaults: message"
 LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d) \w+ ([\w.]+): (.*)$")
 #: excise's own loggers (vLLM's lines are left out)
-PHASE_LOGGERS = ("correction.", "server.")
+PHASE_LOGGERS = ("excise.", "server.")
 REQUIRED_S = 600.0  # the project's requirement: serving within 10 minutes of a fresh install on 2 cores
 READY = re.compile(r"^all \d+ engine\(s\) ready")
 PATH = re.compile(r"(/[^\s/]+)+/([^\s/]+)")
