@@ -75,9 +75,9 @@ def plan(config: ServingConfig, *, runtime_corrections: bool) -> Plan:
         variant = Variant(name=vc.name, engine_key=key, base=vc.base, manifest=model.manifest, verified=model.verified)
         if vc.correction is not None:
             correction = validate_correction(vc.correction, weights, options.max_lora_rank, verify=vc.verify)
-            variant.correction = excise.path
-            variant.manifest, variant.verified = excise.artifacts.manifest, excise.verified and model.verified
-            variant.lora = LoRARequest(vc.name, next_lora_id(), str(excise.path))
+            variant.correction = correction.path
+            variant.manifest, variant.verified = correction.manifest, correction.verified and model.verified
+            variant.lora = LoRARequest(vc.name, next_lora_id(), str(correction.path))
             has_lora.add(key)
         variants[vc.name] = variant
     specs = [
@@ -160,11 +160,11 @@ class VariantRegistry:
                 # Say what is wrong with which file, in the caller's terms: no server path in the answer.
                 message = str(exc).replace(str(folder), path).replace(str(engine.spec.model_path), f"base {base_name!r}")
                 raise BadRequest(message, param="path") from None
-            lora = LoRARequest(name, next_lora_id(), str(excise.path))
+            lora = LoRARequest(name, next_lora_id(), str(correction.path))
             await self._pool.add_lora(base.engine_key, lora)
             variant = Variant(
-                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=excise.path,
-                manifest=excise.artifacts.manifest, runtime=True,
+                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=correction.path,
+                manifest=correction.manifest, runtime=True,
             )
             self._variants[name] = variant
             return variant

@@ -1,4 +1,4 @@
-"""excise.md, excise.json and the PNGs, entirely from the benchmark's stage results."""
+"""correction.md, correction.json and the PNGs, entirely from the benchmark's stage results."""
 
 from __future__ import annotations
 
@@ -214,5 +214,5 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
                                        "test": tests, "validation": validations, "references": result["references"],
                                        "prompts": result["prompts"], "generation": result["generation"]}
     lines += ["Methods: " + "; ".join(f"`{m}` {e['help']}" for m, e in next(iter(results.values()))["methods"].items()), ""]
-    (out / "excise.md").write_text("\n".join(lines) + "\n")
-    (out / "excise.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    (out / "correction.md").write_text("\n".join(lines) + "\n")
+    (out / "correction.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

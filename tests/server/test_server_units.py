@@ -150,7 +150,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 def test_valid_correction_passes(tiny, tiny_lora):
     correction = validate_correction(tiny_lora, tiny, max_rank=64)
-    assert (excise.rank, excise.verified, excise.artifacts.manifest.kind) == (8, True, "lora")
+    assert (correction.rank, correction.verified, correction.manifest.kind) == (8, True, "lora")
 
 
 def test_correction_over_the_engine_rank_is_refused(tiny, tmp_path):
