@@ -29,6 +29,7 @@ from excise.circuits.scope import circuit_selection, default_scope
 from excise.circuits.sweep import CurvePoint, Sweep, pick
 from excise.errors import ExciseError
 from excise.artifacts.masks import MaskSet
+from excise.artifacts.units import Unit
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.loading import LoadedModel, load_job_model
 from excise.models.placement import ComputeSettings
@@ -52,7 +53,7 @@ class CircuitConfig(ComputeSettings):
     model: str = "smollm2"
     task: str = "ioi"
     method: str = "lrp"
-    granularity: Literal["weight", "neuron", "head"] = "weight"
+    granularity: Unit = "weight"
     scope: Literal["row", "global"] | None = Field(None, description="None: global for neurons and heads, row for weights")
     target: Literal["task_correct", "task_logit_diff"] = "task_logit_diff"
     ablation: Ablation = Field("mean", description="what a removed unit carries while searching")

@@ -46,12 +46,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from excise.artifacts.atomic import atomic_folder
 from excise.behaviours import Behaviour, EvaluationSettings, UndesiredText, get_behaviour, undesired_batches
-from excise.correction.contrast import Granularity, Normalise, contrastive_scores, remove_lowest
+from excise.correction.contrast import Normalise, contrastive_scores, remove_lowest
 from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
 from excise.evaluation.variants import Backend, VariantEvaluator
 from excise.artifacts.manifest import Manifest, MethodInfo
 from excise.artifacts.masks import MaskSet
+from excise.artifacts.units import Unit
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.identity import base_model_ref
 from excise.models.loading import LoadedModel, load_job_model
@@ -76,7 +77,7 @@ class CorrectConfig(ComputeSettings):
     # gradient until the reference/validation/test benchmark has run: the only measurement so far (the
     # first round's, chosen and reported on the same prompts, since withdrawn) favoured it over lrp
     method: str = "gradient"
-    granularity: Granularity = "neuron"
+    granularity: Unit = "neuron"
     params: dict[str, str | int | float | bool] = {}  # the scoring method's parameters, e.g. {"aggregation": "token_absolute"}
     budget: int = Field(100, gt=0)  # components removed (without a sweep)
     sweep: list[int] | None = [25, 50, 100, 200]  # budgets to try; the best on validation within the bound is kept
@@ -126,7 +127,7 @@ def _check_inputs(config: CorrectConfig) -> Behaviour:
     return behaviour
 
 
-def _components(adapter: ModelAdapter, granularity: Granularity) -> int:
+def _components(adapter: ModelAdapter, granularity: Unit) -> int:
     if granularity == "neuron":
         return sum(layer.mlp.num_neurons for layer in adapter.layers())
     if granularity == "head":

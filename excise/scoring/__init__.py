@@ -11,7 +11,7 @@ next_token (default), predicted_token, task_correct, task_logit_diff.
 
 # importing the method modules registers them
 from excise.scoring import activation, eap, gradient, lrp, magnitude, wanda  # noqa: F401
-from excise.scoring.base import GRANULARITIES, SCORERS, Scorer, ScorerConfig, kv_group_scores, register_scorer
+from excise.scoring.base import SCORERS, Scorer, ScorerConfig, kv_group_scores, register_scorer
 from excise.scoring.batches import ReferenceBatch, ReferenceData, TaskTarget, as_batches
 from excise.scoring.gradient import RelevanceConfig
 from excise.scoring.run import ScoringResult, score_model
@@ -20,7 +20,6 @@ from excise.scoring.targets import TARGETS, Target, get_target, register_target
 from excise.scoring.worker import score_in_worker
 
 __all__ = [
-    "GRANULARITIES",
     "SCORERS",
     "TARGETS",
     "ReferenceBatch",

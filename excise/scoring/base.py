@@ -31,10 +31,8 @@ from excise.scoring.batches import ReferenceBatch
 from excise.models.placement import execution_device
 from excise.scoring.hooks import HookSet
 from excise.artifacts.scores import Scores
+from excise.artifacts.units import UNITS
 from excise.scoring.targets import Target
-
-GRANULARITIES = ("weight", "neuron", "head")
-
 
 class ScorerConfig(BaseModel):
     """Per-method parameters; a method with none uses this empty config."""
@@ -45,7 +43,7 @@ class ScorerConfig(BaseModel):
 class Scorer(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
-    supported_granularities: ClassVar[tuple[str, ...]] = GRANULARITIES
+    supported_granularities: ClassVar[tuple[str, ...]] = UNITS
     #: False for scorers that look only at the weights (no reference data, no steps)
     needs_data: ClassVar[bool] = True
     #: True for scorers that compare each prompt with its corrupted counterpart (EAP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from excise.errors import ExciseError
-from excise.selection.base import Selection, Unit, keep_highest, removal_count
+from excise.selection.base import Selection, keep_highest, removal_count
 from excise.selection.head import HeadSelection
 from excise.selection.layer import LayerSelection
 from excise.selection.neuron import NeuronSelection
@@ -43,7 +43,6 @@ def get_selection(name: str) -> Selection:
 __all__ = [
     "SELECTIONS",
     "Selection",
-    "Unit",
     "get_selection",
     "keep_highest",
     "register_selection",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 
 from excise.errors import ExciseError
-from excise.tasks.base import TaskExample
-from excise.tasks.registry import Task, register_task
+from excise.tasks.base import Task, TaskExample
+from excise.tasks.registry import register_task
 
 # {a} and {b} are the two names introduced first, {c} is the repeated subject.
 TEMPLATES = (

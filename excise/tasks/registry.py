@@ -1,4 +1,4 @@
-"""The task interface, the registry of built-in tasks, and the reference / held-out split.
+"""The registry of built-in tasks, and the reference / held-out split.
 
 `load_task(spec)` takes a built-in name ("ioi") or a path to a JSONL file of user
 prompts. `split_task` draws the examples once (seeded) and cuts them into a
@@ -8,26 +8,12 @@ evaluation), which never share a prompt.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from excise.errors import ExciseError
-from excise.tasks.base import TaskBatch, TaskExample, encode_examples
-
-
-class Task(ABC):
-    name: ClassVar[str]
-    #: whether a continuation that is not one token is an error (else: first token, with a warning)
-    strict_tokens: ClassVar[bool]
-    #: whether every example has a corrupted counterpart (for corrupted ablation and EAP)
-    has_corrupted: bool = False
-
-    @abstractmethod
-    def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
-        """Up to `count` examples in a seeded order (a file task may have fewer)."""
-
+from excise.tasks.base import Task, TaskBatch, TaskExample, encode_examples
+from excise.tasks.jsonl import JsonlTask
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -40,8 +26,6 @@ def register_task(task: type[Task]) -> type[Task]:
 
 
 def load_task(spec: str) -> Task:
-    from excise.tasks.jsonl import JsonlTask
-
     if spec in TASKS:
         return TASKS[spec]()
     if spec.endswith(".jsonl"):
