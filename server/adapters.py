@@ -21,13 +21,8 @@ from pathlib import Path
 from excise.errors import ExciseError
 from excise.artifacts.manifest import MANIFEST_NAME, Manifest
 from excise.models.loading import validate_model_folder
-from excise.artifacts.validation import (
-    check_dense_against_base,
-    refuse_pickle,
-    refuse_remote_code,
-    tensor_specs,
-    validate_artifact,
-)
+from excise.artifacts.headers import tensor_specs
+from excise.artifacts.validation import check_dense_against_base, refuse_pickle, refuse_remote_code, validate_artifact
 from server.config import CORRECTION_KINDS, MODEL_KINDS
 
 ADAPTER_CONFIG = "adapter_config.json"

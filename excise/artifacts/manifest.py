@@ -24,6 +24,8 @@ from excise.artifacts.hashing import cached_sha256
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+#: the card next to the manifest: what the artifact is and how to load it, for people
+README_NAME = "README.md"
 FORMAT_VERSION = 1
 
 ArtifactKind = Literal[

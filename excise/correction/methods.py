@@ -18,7 +18,7 @@ import torch
 from excise.correction.aura import aura_aurocs, aura_scales
 from excise.correction.run import CorrectConfig, References, remove_lowest, score_contrast
 from excise.models.adapters import get_adapter
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 from excise.scoring import Scores
 
 

@@ -57,7 +57,7 @@ from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.identity import base_model_ref
 from excise.models.loading import LoadedModel, load_job_model
 from excise.models.placement import ComputeSettings
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 from excise.correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
 from excise.scoring import Scores, score_model
 from excise.scoring.base import scorer_class

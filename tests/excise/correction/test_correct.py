@@ -191,7 +191,7 @@ def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, t
     from excise.correction.run import build_references, score_contrast
     from excise.defaults import SERVE_CORRECT
     from excise.evaluation.variants import VariantEvaluator
-    from excise.correction.neuron_scales import NeuronScales
+    from excise.evaluation.neuron_scales import NeuronScales
     from excise.correction.protocol import measure_variants
 
     config = SERVE_CORRECT.model_copy(update={"model": str(smollm2_dir)})
