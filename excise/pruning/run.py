@@ -34,7 +34,7 @@ from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
 from excise.evaluation.perplexity import default_evaluation_spec, perplexity
 from excise.home import excise_home
-from excise.artifacts.manifest import README_NAME, BaseModelRef, Manifest, MethodInfo
+from excise.artifacts.manifest import BaseModelRef, Manifest, MethodInfo
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.identity import base_model_ref
@@ -56,6 +56,7 @@ from excise.artifacts.updates import save_weights
 
 logger = logging.getLogger(__name__)
 
+README_NAME = "README.md"
 #: Scorer parameters pruning uses unless given. LRP: summing |each token's relevance| beats the
 #: paper's |relevance summed over a sample| at 50%, 60% and 2:4 on both corpora, at the same
 #: cost (benchmarks/results/pruning.md); `--param aggregation=absolute` is the paper's rule.
