@@ -22,16 +22,12 @@ from safetensors import SafetensorError, safe_open
 
 from excise.errors import ExciseError
 from excise.artifacts.manifest import MANIFEST_NAME, BaseModelRef, Manifest
-from excise.artifacts.masks import MaskSet
-from excise.models.adapters import adapter_class
-from excise.models.identity import weights_sha256
-from excise.models.loading import read_config, resolve_model_path, validate_model_folder
-from excise.artifacts.updates import WEIGHTS_FILE
+from excise.artifacts.families import family_of
+from excise.artifacts.model_folder import PICKLE_SUFFIXES, locate_model, read_config, validate_model_folder, weights_sha256
 
 MASK_KINDS = frozenset({"mask", "reconstruction", "circuit", "correction"})
 #: mask kinds that also carry updated weights (`excise.artifacts.updates`)
 UPDATED_KINDS = frozenset({"reconstruction"})
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 FLOAT_DTYPES = frozenset({"F32", "BF16", "F16"})
 #: files whose `auto_map` would make transformers or vLLM import code shipped with the folder
 _CODE_CARRIERS = ("config.json", "tokenizer_config.json", "adapter_config.json")
@@ -101,9 +97,9 @@ def verify_base_model(ref: BaseModelRef, folder: Path | None = None) -> Path:
         folder = validate_model_folder(folder)
     else:
         try:
-            folder = resolve_model_path(ref.spec)
+            folder = locate_model(ref.spec)
         except ExciseError:
-            folder = resolve_model_path(ref.path)
+            folder = locate_model(ref.path)
     actual = weights_sha256(folder)
     if actual != ref.weights_sha256:
         raise ExciseError(
@@ -155,10 +151,12 @@ def check_tensor(
 
 def check_masks(folder: Path, base_path: Path) -> None:
     """Every mask names a tensor, layer, neuron count or head count the base model has."""
+    from excise.artifacts.masks import MaskSet  # torch: only for the mask kinds, which a server never loads
+
     masks = MaskSet.load(folder)
     base = tensor_specs(base_path)
     config = read_config(base_path)
-    width = config[adapter_class(config["model_type"]).mlp_width_key]
+    width = config[family_of(config["model_type"]).mlp_width_key]
     layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
     for name, mask in masks.weights.items():
         if name not in base or tuple(mask.shape) != base[name][0]:
@@ -175,6 +173,9 @@ def check_masks(folder: Path, base_path: Path) -> None:
 
 def check_updated_weights(folder: Path, base_path: Path) -> None:
     """The updated weights name tensors the base model has, in its shapes, each one also masked."""
+    from excise.artifacts.masks import MaskSet
+    from excise.artifacts.updates import WEIGHTS_FILE
+
     base = tensor_specs(base_path)
     masked = set(MaskSet.load(folder).weights)
     updated = tensor_specs(folder, WEIGHTS_FILE)

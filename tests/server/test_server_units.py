@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from excise.errors import ExciseError
-from server.adapters import validate_correction
+from server.validation import validate_correction
 from server.config import ExperimentConfig, load_config, parse_config
 from server.experiments import ArmStats, Experiment, bucket, latency_test, two_proportion_z_test
 from server.security import matches_any
@@ -150,7 +150,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 def test_valid_correction_passes(tiny, tiny_lora):
     correction = validate_correction(tiny_lora, tiny, max_rank=64)
-    assert (excise.rank, excise.verified, excise.artifacts.manifest.kind) == (8, True, "lora")
+    assert (correction.rank, correction.verified, correction.manifest.kind) == (8, True, "lora")
 
 
 def test_correction_over_the_engine_rank_is_refused(tiny, tmp_path):
@@ -223,7 +223,7 @@ def test_manifest_file_names_cannot_leave_the_artifact(tiny, tiny_lora, tmp_path
 
 
 def test_confine_resolves_links_and_answers_every_refusal_alike(tmp_path):
-    from server.adapters import OUTSIDE_ROOT, confine
+    from server.corrections import OUTSIDE_ROOT, confine
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "ok").mkdir(parents=True)
