@@ -43,7 +43,7 @@ from server.serving_chat import ChatServing
 from server.serving_completion import CompletionServing
 from server.settings import ServerSettings
 from server.streaming import Stream
-from server.toxicity import ToxicityScorer
+from server.toxicity import LiveToxicityScorer
 from server.ui_routes import ui_router
 from server.variants import VariantRegistry, plan
 
@@ -80,7 +80,7 @@ def build_app(settings: ServerSettings, config: ServingConfig | None = None) -> 
     pool = EnginePool(the_plan.specs, metrics)
     registry = VariantRegistry(the_plan.variants, pool)
     experiments = {e.name: Experiment(e, settings.toxicity_threshold) for e in config.experiments}
-    scorer = ToxicityScorer(settings.toxicity_queue_size, metrics.toxicity_skipped.inc) if settings.toxicity else None
+    scorer = LiveToxicityScorer(settings.toxicity_queue_size, metrics.toxicity_skipped.inc) if settings.toxicity else None
     ctx = ServingContext(settings, pool, registry, experiments, metrics, scorer)
 
     # The API's schema and its pages tell a stranger what the server can do: off unless asked for.

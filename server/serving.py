@@ -24,7 +24,7 @@ from server.experiments import Experiment
 from server.metrics import NO_EXPERIMENT, Metrics
 from server.protocol import Usage
 from server.settings import ServerSettings
-from server.toxicity import ToxicityScorer
+from server.toxicity import LiveToxicityScorer
 from server.variants import Variant, VariantRegistry
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class ServingContext:
         registry: VariantRegistry,
         experiments: dict[str, Experiment],
         metrics: Metrics,
-        scorer: ToxicityScorer | None,
+        scorer: LiveToxicityScorer | None,
     ) -> None:
         self.settings = settings
         self.pool = pool

@@ -153,6 +153,18 @@ def test_valid_correction_passes(tiny, tiny_lora):
     assert (correction.rank, correction.verified, correction.manifest.kind) == (8, True, "lora")
 
 
+def test_a_served_correction_is_hashed_once(tiny, tiny_lora, monkeypatch):
+    """Planning a corrected variant verifies its manifest's files once (the contract's check, no second pass)."""
+    from excise.artifacts.manifest import Manifest
+    from server.variants import plan
+
+    verified, real = [], Manifest.verify_files
+    monkeypatch.setattr(Manifest, "verify_files", lambda self, folder: (verified.append(Path(folder)), real(self, folder)))
+    plan(parse_config({"variants": [{"name": "fix", "base": str(tiny), "correction": str(tiny_lora)}]}, origin="t"),
+         runtime_corrections=False)
+    assert verified == [tiny_lora]
+
+
 def test_correction_over_the_engine_rank_is_refused(tiny, tmp_path):
     lora, _ = excise_lora(tiny, tmp_path / "lora", 0.1)  # 26 neurons a layer: rank 32
     with pytest.raises(ExciseError, match="max_lora_rank 16"):
@@ -421,10 +433,10 @@ def test_engine_dtype_defaults_to_the_model_folders_on_cpu(tiny):
 
 
 def test_a_failed_toxicity_batch_counts_as_skipped():
-    from server.toxicity import ToxicityScorer
+    from server.toxicity import LiveToxicityScorer
 
     skipped, scores = [], []
-    scorer = ToxicityScorer(8, lambda: skipped.append(1))
+    scorer = LiveToxicityScorer(8, lambda: skipped.append(1))
     scorer.submit(None, scores.append)  # the classifier cannot score this: the whole batch fails
     scorer.close()
     assert (len(skipped), scores) == (1, [])
