@@ -240,3 +240,12 @@ def test_two_artifacts_served_under_one_name_are_refused(tiny, tmp_path):
     shutil.copytree(tmp_path / "artifacts" / "a b", tmp_path / "artifacts" / "a-b")
     with pytest.raises(ExciseError, match="both be served as 'a-b'"):
         discover_artifacts(tmp_path / "artifacts")
+
+
+def test_an_embedded_base_not_prepared_is_refused_in_one_line(tmp_path, monkeypatch):
+    """The server only locates prepared models (preparing is the library's, done by `excise serve`)."""
+    monkeypatch.setenv("EXCISE_HOME", str(tmp_path / "home"))
+    with pytest.raises(ExciseError, match="'smollm2' is not prepared.*excise models prepare smollm2") as info:
+        _plan({"name": "dense", "base": "smollm2"})
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "home" / "models" / "smollm2").exists()  # nothing converted, nothing half-written
