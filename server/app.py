@@ -1,8 +1,9 @@
 """The FastAPI application: `build_app(settings)`.
 
 Everything a request needs hangs off `app.state`; routes stay thin and hand
-over to the serving classes. Engines load in the background at start-up, so
-`/health` answers at once and `/ready` turns 200 when every engine is up.
+over to the serving classes (generation in `serving_*.py`, corrections added and
+removed while serving in `corrections.py`). Engines load in the background at
+start-up, so `/health` answers at once and `/ready` turns 200 when every engine is up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from excise.errors import ExciseError
 from server.config import ServingConfig, discover_artifacts, load_config
 from server.corrections import CorrectionServing, client_of, corrections_router
 from server.engines import EnginePool
-from server.errors import CLIENT_CLOSED, ApiError, BadRequest, NotFound, ServerError, Unavailable, error_response, schema_problem
+from server.errors import (CLIENT_CLOSED, ApiError, BadRequest, NotFound, ServerError, Unavailable, error_response,
+                           schema_problem)
 from server.experiments import Experiment
 from server.metrics import Metrics
 from server.protocol import (
