@@ -233,3 +233,14 @@ def test_chat_logprobs_are_what_vllm_returned(tiny):
     content = chat_logprobs(tok, out, k=1).content
     assert [t.logprob for t in content] == [-0.25, None]  # not an invented -9999
     assert content[1].top_logprobs[0].logprob == -0.5
+
+
+def test_a_stream_chunk_delta_carries_only_what_changed():
+    from server.protocol import ChatChunkChoice, ChatCompletionChunk, DeltaMessage
+
+    first = ChatChunkChoice(index=0, delta=DeltaMessage(role="assistant", content=""))
+    later = ChatChunkChoice(index=0, delta=DeltaMessage(content="hi"), finish_reason="stop")
+    chunk = ChatCompletionChunk(id="c", created=1, model="m", choices=[first, later]).model_dump()
+    assert chunk["object"] == "chat.completion.chunk"
+    assert [c["delta"] for c in chunk["choices"]] == [{"role": "assistant", "content": ""}, {"content": "hi"}]
+    assert [c["finish_reason"] for c in chunk["choices"]] == [None, "stop"]  # said, as null, until the last
