@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from excise.artifacts.manifest import Manifest
-from excise.models.embedded import EMBEDDED_MODELS, embedded_path
+from excise.artifacts.model_folder import EMBEDDED_MODELS, embedded_path
 from server.errors import NotFound
 from server.security import check_api_key
 from server.serving import ServingContext
@@ -122,7 +122,7 @@ def describe(ctx: ServingContext, variant: Variant) -> VariantInfo:
     kind = "correction" if variant.correction is not None else "export" if exported or variant.manifest else "base"
     return VariantInfo(
         name=variant.name, kind=kind, base=Path(variant.base).name, weights=weights.name if weights else None,
-        correction=variant.excise.name if variant.correction else None, runtime=variant.runtime,
+        correction=variant.correction.name if variant.correction else None, runtime=variant.runtime,
         verified=variant.verified, manifest=_summary(variant.manifest),
     )
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from excise.artifacts.model_folder import EMBEDDED_MODELS, locate_model, read_config, validate_model_folder
 from excise.errors import ExciseError
 from excise.models.embedded import prepare_embedded
