@@ -34,7 +34,7 @@ from excise.models.loading import LoadedModel, load_job_model
 from excise.models.placement import ComputeSettings
 from excise.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
 from excise.artifacts.scores import Scores
-from excise.scoring.support import check_method_unit, check_recompute
+from excise.scoring.support import check_method
 from excise.tasks import TaskBatch, TaskScore, evaluate_task, load_task, split_task
 from excise.tasks.registry import Task
 
@@ -82,8 +82,7 @@ class CircuitConfig(ComputeSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> CircuitConfig:
-        check_method_unit(self.method, self.granularity)
-        check_recompute(self.method, self.recompute)
+        check_method(self.method, self.granularity, recompute=self.recompute)
         if self.scope is None:
             self.scope = default_scope(self.granularity)
         return self

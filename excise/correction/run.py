@@ -60,7 +60,7 @@ from excise.correction.neuron_scales import NeuronScales
 from excise.correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
 from excise.scoring import Scores, score_model
 from excise.scoring.base import scorer_class
-from excise.scoring.support import check_method_unit, check_recompute
+from excise.scoring.support import check_method
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class CorrectConfig(ComputeSettings):
 
     @model_validator(mode="after")
     def _method_scores_granularity(self) -> CorrectConfig:
-        check_method_unit(self.method, self.granularity)
-        check_recompute(self.method, self.recompute)
+        check_method(self.method, self.granularity, recompute=self.recompute)
         return self
 
     def budgets(self) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from excise.errors import ExciseError
+from excise.registry import Registry
 from excise.tasks.base import TaskBatch, TaskExample, encode_examples
 
 
@@ -29,14 +30,8 @@ class Task(ABC):
         """Up to `count` examples in a seeded order (a file task may have fewer)."""
 
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(task: type[Task]) -> type[Task]:
-    if task.name in TASKS:
-        raise ValueError(f"task {task.name!r} is already registered by {TASKS[task.name].__name__}")
-    TASKS[task.name] = task
-    return task
+#: the built-in tasks, listed in `excise.tasks`' `__init__`
+TASKS: Registry[type[Task]] = Registry("task", unknown="unknown task {name!r}; choose one of {choices} or give a FILE.jsonl")
 
 
 def load_task(spec: str) -> Task:
@@ -46,7 +41,7 @@ def load_task(spec: str) -> Task:
         return TASKS[spec]()
     if spec.endswith(".jsonl"):
         return JsonlTask(Path(spec))
-    raise ExciseError(f"unknown task {spec!r}; choose one of {', '.join(sorted(TASKS))} or give a FILE.jsonl")
+    raise ExciseError(TASKS.unknown_message(spec))
 
 
 @dataclass
