@@ -4,14 +4,15 @@ choices are written once, on the config's field (`Field(description=...)`, `Lite
 
 An `Option` names a config field (dotted into a nested config: `settings.samples`); the
 flag, its type (a `Literal` becomes `choices`, a bool a switch, an int that must be at
-least 1 `positive_int`), whether it is required, its default and its help come from the
-field. An option only says what the field cannot: another flag name or an alias, or a
+least 1 `positive_int`, a dict or a nested config repeatable `KEY=VALUE` pairs), whether it
+is required, its default and its help come from the field. An option only says what the field cannot: another flag name or an alias, or a
 converter for a value typed differently on a command line (`--sweep 25,50`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ class Option:
     metavar: str | None = None
     help: str | None = None  # default: the field's description
     default: Any = _FROM_FIELD  # default: the field's (None where the command resolves it itself)
+    required: bool = False  # required on the command line though the config has a default
 
     @property
     def dest(self) -> str:
@@ -68,24 +70,30 @@ def add_options(parser: argparse.ArgumentParser, config: type[BaseModel], option
         kind = _plain(info.annotation)
         if kind is bool:
             kwargs["action"] = "store_true"
+        elif _is_mapping(kind):  # the config validates the keys, as it does a dict given in code
+            kwargs |= {"action": "append", "type": key_value, "metavar": "KEY=VALUE"}
+            default = None
         else:
             kwargs["type"] = option.type or _converter(kind, info)
             if typing.get_origin(kind) is Literal:
                 kwargs["choices"] = list(typing.get_args(kind))
-            if option.metavar:
-                kwargs["metavar"] = option.metavar
-        if info.is_required() and option.default is _FROM_FIELD:
+            if option.metavar or "choices" not in kwargs:  # the flag's name, not the nested dest
+                kwargs["metavar"] = option.metavar or flags[0].lstrip("-").replace("-", "_").upper()
+        required = option.required or (info.is_required() and option.default is _FROM_FIELD)
+        if required:
             kwargs["required"] = True
         else:
             kwargs["default"] = default
         help_text = option.help or info.description or ""
-        if default not in (None, False, _FROM_FIELD) and not info.is_required():
+        if default is not None and default is not False and not required:
             help_text += f" (default: {_shown(default)})"
+        if len(flags) > 1:
+            help_text += f"; {', '.join(flags[1:])}: the same, an older name"
         kwargs["help"] = help_text.replace("%", "%%")
         parser.add_argument(*flags, **kwargs)
 
 
-def option_values(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, Any]:
+def option_values(args: argparse.Namespace, config: type[BaseModel], options: Sequence[Option]) -> dict[str, Any]:
     """The parsed options as the config's (nested) keyword arguments."""
     values: dict[str, Any] = {}
     for option in options:
@@ -93,8 +101,26 @@ def option_values(args: argparse.Namespace, options: Sequence[Option]) -> dict[s
         target = values
         for parent in parents:
             target = target.setdefault(parent, {})
-        target[name] = getattr(args, option.dest)
+        value = getattr(args, option.dest)
+        if _is_mapping(_plain(field_info(config, option.field).annotation)):
+            value = dict(value or [])
+        target[name] = value
     return values
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE`; a VALUE that reads as JSON (numbers, true/false) is taken as such."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _is_mapping(kind: Any) -> bool:
+    return typing.get_origin(kind) is dict or kind is dict or (isinstance(kind, type) and issubclass(kind, BaseModel))
 
 
 def _plain(annotation: Any) -> Any:

@@ -39,7 +39,7 @@ class PruneConfig(ComputeSettings):
     sparsity: float = Field(ge=0.0, lt=1.0, description="share of weights/units to remove, in [0, 1)")
     # a selection (how scores become a mask), each removing one unit: `excise prune --selection`
     granularity: SELECTIONS.choice() = Field(
-        "row", description="selection: row, layer, global, neuron, head or nm (N:M, e.g. 0.5 -> 2:4)"
+        "row", description="how scores become a mask: row, layer, global, neuron, head or nm (N:M, e.g. 0.5 -> 2:4)"
     )
     calibration: DataSpec = DataSpec(split="calibration", count=64, length=512, order="random")
     evaluation: DataSpec | None = Field(default_factory=default_evaluation_spec, description="None: no perplexity")
