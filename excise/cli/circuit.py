@@ -47,13 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
+def make_config(args: argparse.Namespace) -> CircuitConfig:
+    return CircuitConfig(**option_values(args, CircuitConfig, OPTIONS))
+
+
 def run(args: argparse.Namespace) -> int:
     from excise.circuits import discover_circuit, write_circuit
     from excise.circuits.artifact import summary
 
     if args.out.exists() and not args.force:
         raise ExciseError(f"{args.out} already exists; choose another --out or pass --force to replace it")
-    result = discover_circuit(CircuitConfig(**option_values(args, CircuitConfig, OPTIONS)))
+    result = discover_circuit(make_config(args))
     write_circuit(result, args.out, force=args.force)
     print(f"dense: logit diff {result.dense.logit_diff:.3f}, accuracy {result.dense.accuracy:.3f} "
           f"on {result.dense.count} held-out prompts")

@@ -57,13 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
-def run(args: argparse.Namespace) -> int:
+def make_config(args: argparse.Namespace) -> CorrectConfig:
     values = option_values(args, CorrectConfig, OPTIONS)
     if values["budget"] is None:
         del values["budget"]
     if values["sweep"] is None:
         values["sweep"] = None if "budget" in values else SWEEP
-    config = CorrectConfig(**values)
+    return CorrectConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = make_config(args)
     out = correct(config, args.out, force=args.force)
     from excise.artifacts.manifest import Manifest
 

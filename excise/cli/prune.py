@@ -49,16 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
-def run(args: argparse.Namespace) -> int:
+def make_config(args: argparse.Namespace) -> PruneConfig:
     evaluation = None
     if args.eval.lower() != "none":
         evaluation = DataSpec.parse(args.eval, split="evaluation", order="sequential")
-    config = PruneConfig(
+    return PruneConfig(
         **option_values(args, PruneConfig, OPTIONS),
         calibration=DataSpec.parse(args.calibration, split="calibration", order="random", seed=args.seed),
         evaluation=evaluation,
     )
-    out = prune(config, args.out, force=args.force)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = prune(make_config(args), args.out, force=args.force)
     print(out)
     return 0
 

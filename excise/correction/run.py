@@ -210,7 +210,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             name=config.method,
             granularity=config.granularity,
             params={"budget": chosen["budget"], "behaviour": behaviour.name, "normalise": config.normalise,
-                    "contrast": "general - undesired", "config": config.model_dump(mode="json")},
+                    "contrast": "general - undesired"},
         ),
         data={
             "general": references.general_spec.model_dump(),
@@ -236,6 +236,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             "generation": evaluator.report,
         },
         timings=timings | {"total": time.perf_counter() - started},
+        config=config.model_dump(mode="json"),
     )
     with atomic_folder(out, force=force) as folder:
         masks.save(folder)

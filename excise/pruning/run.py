@@ -147,6 +147,7 @@ def _manifest(
         timings=scored.timings | timings,
         resources=scored.resources,
         parent=scored.parent,
+        config=config.model_dump(mode="json"),
     )
 
 

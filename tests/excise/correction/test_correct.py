@@ -118,6 +118,7 @@ def test_correct_writes_a_valid_artifact_removing_exactly_k(tiny_llama_dir, tmp_
     assert low <= metrics["repetition"]["after"]["repetitive_share"] <= high
     assert metrics["generation"]["calls"] and {c["backend"] for c in metrics["generation"]["calls"]} == {"transformers"}
     assert manifest.method.name == "wanda" and manifest.method.params["contrast"] == "general - undesired"
+    assert manifest.config == tiny_config(tiny_llama_dir).model_dump(mode="json")
     # the recorded perplexity after is the masked model's
     loaded = load_model(tiny_llama_dir)
     masks.apply(get_adapter(loaded.model))
