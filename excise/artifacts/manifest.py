@@ -81,6 +81,9 @@ class Manifest(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)  # e.g. peak_memory_mb
     files: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
     parent: str | None = None  # the artifact this one was made from
+    #: the resolved config of the run that made it (`model_dump(mode="json")` of PruneConfig, CorrectConfig,
+    #: CircuitConfig); None in artifacts written before it was recorded here
+    config: dict[str, Any] | None = None
     notes: str | None = None
 
     @field_validator("files")

@@ -92,7 +92,7 @@ def manifest_for(result: CircuitResult) -> Manifest:
             "faithfulness": result.faithfulness,
         },
         timings=result.timings,
-        notes="config: " + c.model_dump_json(),
+        config=c.model_dump(mode="json"),
     )
 
 

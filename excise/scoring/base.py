@@ -29,6 +29,7 @@ from excise.errors import ExciseError
 from excise.models.adapters import ModelAdapter
 from excise.scoring.batches import ReferenceBatch
 from excise.models.placement import execution_device
+from excise.registry import Registry
 from excise.scoring.hooks import HookSet
 from excise.artifacts.scores import Scores
 from excise.artifacts.units import UNITS
@@ -130,21 +131,12 @@ class Scorer(ABC):
         return scores
 
 
-SCORERS: dict[str, type[Scorer]] = {}
-
-
-def register_scorer(scorer: type[Scorer]) -> type[Scorer]:
-    if scorer.name in SCORERS:
-        raise ValueError(f"scorer {scorer.name!r} is already registered ({SCORERS[scorer.name].__name__})")
-    SCORERS[scorer.name] = scorer
-    return scorer
+#: filled in `excise.scoring`'s `__init__`, one entry per method module
+SCORERS: Registry[type[Scorer]] = Registry("scoring method")
 
 
 def scorer_class(name: str) -> type[Scorer]:
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ExciseError(f"unknown scoring method {name!r}; choose one of {', '.join(sorted(SCORERS))}") from None
+    return SCORERS[name]
 
 
 def unit_scores(

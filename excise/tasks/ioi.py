@@ -16,7 +16,6 @@ import random
 
 from excise.errors import ExciseError
 from excise.tasks.base import Task, TaskExample
-from excise.tasks.registry import register_task
 
 # {a} and {b} are the two names introduced first, {c} is the repeated subject.
 TEMPLATES = (
@@ -96,5 +95,3 @@ class IoiTask(Task):
                 out.append(example)
         return out
 
-
-register_task(IoiTask)

@@ -12,17 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from excise.errors import ExciseError
+from excise.registry import Registry
 from excise.tasks.base import Task, TaskBatch, TaskExample, encode_examples
 from excise.tasks.jsonl import JsonlTask
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(task: type[Task]) -> type[Task]:
-    if task.name in TASKS:
-        raise ValueError(f"task {task.name!r} is already registered by {TASKS[task.name].__name__}")
-    TASKS[task.name] = task
-    return task
+#: the built-in tasks, listed in `excise.tasks`' `__init__`
+TASKS: Registry[type[Task]] = Registry("task", unknown="unknown task {name!r}; choose one of {choices} or give a FILE.jsonl")
 
 
 def load_task(spec: str) -> Task:
@@ -30,7 +25,7 @@ def load_task(spec: str) -> Task:
         return TASKS[spec]()
     if spec.endswith(".jsonl"):
         return JsonlTask(Path(spec))
-    raise ExciseError(f"unknown task {spec!r}; choose one of {', '.join(sorted(TASKS))} or give a FILE.jsonl")
+    raise ExciseError(TASKS.unknown_message(spec))
 
 
 @dataclass
