@@ -10,7 +10,7 @@ for, and the contents of its kind checked against the base model from the
 safetensors headers: masks and updated weights here, the `sparse` encoding in
 `excise.artifacts.sparse`, the LoRA adapter in `excise.artifacts.lora`, dense
 (`hf`) and shrunk folders by `check_dense_against_base`. A new kind adds its
-check to `_FORMAT_CHECKS`.
+check to `FORMAT_CHECKS`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def check_contents(folder: Path, kind: str, base_path: Path) -> MaskSet | None:
         if kind in UPDATED_KINDS:
             check_updated_weights(folder, base_path, masks)
         return masks
-    _FORMAT_CHECKS[kind](folder, base_path)
+    FORMAT_CHECKS[kind](folder, base_path)
     return None
 
 
@@ -175,7 +175,7 @@ def check_updated_weights(folder: Path, base_path: Path, masks: MaskSet) -> None
 
 
 #: the check of each kind that is not a mask kind
-_FORMAT_CHECKS: dict[str, Callable[[Path, Path], object]] = {
+FORMAT_CHECKS: dict[str, Callable[[Path, Path], object]] = {
     "scores": lambda folder, base_path: None,  # scores carry no tensor of the base model's shape to check
     "hf": check_dense_against_base,
     "shrunk": partial(check_dense_against_base, may_shrink=True),

@@ -8,5 +8,5 @@ from excise.artifacts.manifest import ArtifactKind
 
 def test_every_kind_has_a_contents_check():
     kinds = set(get_args(ArtifactKind))
-    assert kinds == validation.MASK_KINDS | set(validation._FORMAT_CHECKS)
-    assert not validation.MASK_KINDS & set(validation._FORMAT_CHECKS)
+    assert kinds == validation.MASK_KINDS | set(validation.FORMAT_CHECKS)
+    assert not validation.MASK_KINDS & set(validation.FORMAT_CHECKS)
