@@ -1,5 +1,6 @@
 """Variants: the model names clients ask for, each bound to an engine and
-optionally to a LoRA correction on it; plus runtime registration.
+optionally to a LoRA correction on it; the registry of those served now (corrections
+added and removed while serving go through `server.corrections`).
 
 `plan` turns a config into engine specs and variants before any engine starts,
 resolving and validating every model folder and correction first
