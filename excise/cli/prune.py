@@ -34,7 +34,7 @@ OPTIONS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, PruneConfig, OPTIONS[:4])
+    add_options(parser, PruneConfig, OPTIONS)
     # reference text as SOURCE[:COUNTxLENGTH]: a DataSpec whose split, order and seed the command sets
     parser.add_argument(
         "--calibration",
@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval", default="wiki:64x512", help="held-out perplexity windows SOURCE[:COUNTxLENGTH], or 'none' to skip"
     )
-    add_options(parser, PruneConfig, OPTIONS[4:])
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to create")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 

@@ -32,8 +32,12 @@ def test_defaults_and_help_come_from_the_config_fields(command):
     for option in module.OPTIONS:
         info, action = field_info(config, option.field), parsed[option.dest]
         assert (option.help or info.description) in action.help.replace("%%", "%"), option.field
-        if not action.required and option.default is not None:
-            assert action.default == info.get_default(call_default_factory=True) or action.default is None, option.field
+        if action.required:
+            continue
+        if isinstance(action, argparse._AppendAction) or option.default is None:
+            assert action.default is None, option.field  # KEY=VALUE pairs ({} if none); budget, sweep: the command's
+        else:
+            assert action.default == info.get_default(call_default_factory=True), option.field
 
 
 def test_the_defaults_on_the_command_line_are_the_configs():
