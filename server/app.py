@@ -1,8 +1,9 @@
 """The FastAPI application: `build_app(settings)`.
 
 Everything a request needs hangs off `app.state`; routes stay thin and hand
-over to the serving classes. Engines load in the background at start-up, so
-`/health` answers at once and `/ready` turns 200 when every engine is up.
+over to the serving classes (generation in `serving_*.py`, corrections added and
+removed while serving in `corrections.py`). Engines load in the background at
+start-up, so `/health` answers at once and `/ready` turns 200 when every engine is up.
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vllm.utils.gc_utils import freeze_gc_heap
 
 from excise.errors import ExciseError
-from server.config import ServingConfig, check_name, discover_artifacts, load_config
+from server.config import ServingConfig, discover_artifacts, load_config
+from server.corrections import CorrectionServing, client_of, corrections_router
 from server.engines import EnginePool
-from server.errors import (
-    ApiError,
-    BadRequest,
-    Conflict,
-    NotFound,
-    ServerError,
-    Unavailable,
-    error_response,
-    schema_problem,
-)
+from server.errors import (CLIENT_CLOSED, ApiError, BadRequest, NotFound, ServerError, Unavailable, error_response,
+                           schema_problem)
 from server.experiments import Experiment
 from server.metrics import Metrics
 from server.protocol import (
@@ -41,24 +35,21 @@ from server.protocol import (
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
-    CorrectionRequest,
-    CorrectionResponse,
     ExperimentReport,
     ModelCard,
     ModelList,
 )
-from server.security import BodySizeLimit, check_admin_key, check_api_key
+from server.security import BodySizeLimit, check_api_key
 from server.serving import ClientDisconnected, ServingContext, run_until_disconnect
 from server.serving_chat import ChatServing
 from server.serving_completion import CompletionServing
 from server.settings import ServerSettings
 from server.streaming import Stream
-from server.toxicity import ToxicityScorer
+from server.toxicity import LiveToxicityScorer
 from server.ui_routes import ui_router
 from server.variants import VariantRegistry, plan
 
 log = logging.getLogger(__name__)
-audit = logging.getLogger("excise.audit")
 
 STATS_INTERVAL_S = 10.0
 ENDPOINTS = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/v1/corrections": "corrections"}
@@ -91,7 +82,7 @@ def build_app(settings: ServerSettings, config: ServingConfig | None = None) -> 
     pool = EnginePool(the_plan.specs, metrics)
     registry = VariantRegistry(the_plan.variants, pool)
     experiments = {e.name: Experiment(e, settings.toxicity_threshold) for e in config.experiments}
-    scorer = ToxicityScorer(settings.toxicity_queue_size, metrics.toxicity_skipped.inc) if settings.toxicity else None
+    scorer = LiveToxicityScorer(settings.toxicity_queue_size, metrics.toxicity_skipped.inc) if settings.toxicity else None
     ctx = ServingContext(settings, pool, registry, experiments, metrics, scorer)
 
     # The API's schema and its pages tell a stranger what the server can do: off unless asked for.
@@ -104,12 +95,14 @@ def build_app(settings: ServerSettings, config: ServingConfig | None = None) -> 
     app.state.fatal = None
     app.state.completions = CompletionServing(ctx)
     app.state.chat = ChatServing(ctx)
+    app.state.corrections = CorrectionServing(ctx)
     _install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit, limit=settings.max_body_bytes,
         on_reject=lambda path, error: ctx.reject(endpoint_of(path), error),
     )
     app.include_router(_routes())
+    app.include_router(corrections_router())
     app.include_router(ui_router())
     log.info(
         "serving %d variant(s) on %d engine(s): %s; experiments: %s",
@@ -262,26 +255,12 @@ def _routes():
                            code="experiment_not_found")
         return exp.report()
 
-    @router.post("/v1/corrections", status_code=201, dependencies=[Depends(check_admin_key)])
-    async def add_correction(body: CorrectionRequest, request: Request) -> CorrectionResponse:
-        return await _add_correction(request, body)
-
-    @router.delete("/v1/corrections/{name}", dependencies=[Depends(check_admin_key)])
-    async def delete_correction(name: str, request: Request) -> dict:
-        ctx: ServingContext = request.app.state.ctx
-        if any(name in [a.variant for a in e.arms] for e in ctx.experiments.values()):
-            raise Conflict(f"{name!r} is an arm of a running experiment; it cannot be removed", param="name",
-                           code="in_use")
-        variant = await ctx.registry.unregister(name, drain_s=ctx.settings.drain_timeout_s)
-        audit.info("correction removed: name=%s path=%s client=%s", name, variant.correction, _client(request))
-        return {"name": name, "deleted": True}
-
     return router
 
 
 async def _generate(request: Request, serving, body, api_key: str | None):
     ctx: ServingContext = request.app.state.ctx
-    caller = body.user or request.headers.get("x-user-id") or api_key or _client(request)
+    caller = body.user or request.headers.get("x-user-id") or api_key or client_of(request)
     call = ctx.admit(serving.endpoint, body.model, caller)
     headers = {"X-Excise-Variant": call.variant.name}
     if call.experiment is not None:
@@ -289,8 +268,8 @@ async def _generate(request: Request, serving, body, api_key: str | None):
     try:
         result = await run_until_disconnect(request.receive, serving.create(call, body))
     except ClientDisconnected:
-        ctx.finish(call, "499")
-        return Response(status_code=499)
+        ctx.finish(call, CLIENT_CLOSED)
+        return Response(status_code=int(CLIENT_CLOSED))
     except Exception as exc:
         error = ctx.translate(exc)
         ctx.finish(call, str(error.status))
@@ -300,26 +279,6 @@ async def _generate(request: Request, serving, body, api_key: str | None):
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     ctx.finish(call, "200")
     return JSONResponse(result.model_dump(), headers=headers)
-
-
-async def _add_correction(request: Request, body: CorrectionRequest) -> CorrectionResponse:
-    ctx: ServingContext = request.app.state.ctx
-    try:
-        check_name(body.name)
-    except ValueError as exc:
-        raise BadRequest(str(exc), param="name") from None
-    root = ctx.settings.corrections_root or ctx.settings.artifacts
-    variant = await ctx.registry.register(body.name, body.base, body.path, root, reserved=set(ctx.experiments))
-    audit.info("correction added: name=%s base=%s path=%s client=%s", body.name, body.base, variant.correction,
-               _client(request))
-    rank = _adapter_rank(variant.correction)
-    return CorrectionResponse(name=variant.name, base=body.base, path=body.path, lora_rank=rank)
-
-
-def _adapter_rank(path: Path) -> int:
-    import json
-
-    return int(json.loads((path / "adapter_config.json").read_text())["r"])
 
 
 def _model_cards(ctx: ServingContext) -> list[ModelCard]:
@@ -334,6 +293,3 @@ def _model_cards(ctx: ServingContext) -> list[ModelCard]:
     ]
     return cards
 
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"

@@ -18,12 +18,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from excise.artifacts.lora import VLLM_LORA_RANKS, adapter_rank, served_rank
+from excise.artifacts.manifest import MANIFEST_NAME, Manifest
 from excise.errors import ExciseError
 
 log = logging.getLogger(__name__)
 
-# Ranks vLLM's LoRA kernels accept; adapters are padded up to one of these.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
@@ -191,8 +191,6 @@ def discover_artifacts(folder: Path) -> ServingConfig:
     dense too. Variants are named after their folders (two folders that would
     get one name are refused); `variants.plan` validates every artifact.
     """
-    from excise.artifacts.manifest import MANIFEST_NAME, Manifest
-
     if not folder.is_dir():
         raise ExciseError(f"artifacts folder {folder} does not exist; run the pipeline first or fix the path")
     variants: dict[str, VariantConfig] = {}
@@ -211,21 +209,10 @@ def discover_artifacts(folder: Path) -> ServingConfig:
             "export one with `excise export`"
         )
     # No config file to set engine options in: size the LoRA slots to the largest correction found.
-    ranks = [_adapter_rank(v.correction) for v in variants.values() if v.correction is not None]
-    defaults = {"max_lora_rank": next(r for r in VLLM_LORA_RANKS if r >= max(ranks))} if ranks else {}
+    ranks = [adapter_rank(v.correction) for v in variants.values() if v.correction is not None]
+    defaults = {"max_lora_rank": served_rank(max(ranks))} if ranks else {}
     raw = {"engine_defaults": defaults, "variants": [v.model_dump() for v in variants.values()]}
     return parse_config(raw, origin=str(folder))
-
-
-def _adapter_rank(folder: Path) -> int:
-    try:
-        rank = json.loads((folder / "adapter_config.json").read_text())["r"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
-        raise ExciseError(f"{folder} has no readable adapter_config.json with a rank r; re-export the correction") from None
-    if not isinstance(rank, int) or not 1 <= rank <= VLLM_LORA_RANKS[-1]:
-        raise ExciseError(f"{folder}: LoRA rank {rank!r} is outside what vLLM serves (1-{VLLM_LORA_RANKS[-1]}); "
-                          "serve the `hf` export instead")
-    return rank
 
 
 def _variants_of(artifact: Path, manifest) -> list[VariantConfig]:

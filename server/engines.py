@@ -17,7 +17,7 @@ from vllm import AsyncEngineArgs
 from vllm.lora.request import LoRARequest
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from excise.models.loading import read_config
+from excise.artifacts.model_folder import read_config
 from server.config import EngineOptions
 from server.errors import BadRequest, Unavailable
 from server.metrics import Metrics

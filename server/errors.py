@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+# Status label for a client that went away mid-request (nginx's convention; no response is sent).
+CLIENT_CLOSED = "499"
+
 
 class ApiError(Exception):
     status: int = 400

@@ -10,9 +10,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from excise.errors import ExciseError
 from server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from server.config import ServingConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +66,15 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def serve(settings: ServerSettings) -> None:
-    """Validate the config and artifacts (ExciseError on a problem), then serve until SIGINT/SIGTERM."""
+def serve(settings: ServerSettings, config: ServingConfig | None = None) -> None:
+    """Validate the config (read from `settings` unless given) and artifacts (ExciseError on a
+    problem, such as an embedded model not prepared yet), then serve until SIGINT/SIGTERM."""
     import uvicorn
 
     from server.app import build_app
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(settings)
+    app = build_app(settings, config)
     config = uvicorn.Config(
         app,
         host=settings.host,

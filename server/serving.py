@@ -22,15 +22,12 @@ from server.engines import Engine, EnginePool
 from server.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, ServerError, TooManyRequests, Unavailable
 from server.experiments import Experiment
 from server.metrics import NO_EXPERIMENT, Metrics
+from server.protocol import Usage
 from server.settings import ServerSettings
-from server.toxicity import ToxicityScorer
+from server.toxicity import LiveToxicityScorer
 from server.variants import Variant, VariantRegistry
 
 log = logging.getLogger(__name__)
-
-# Status label for a client that went away mid-request (nginx's convention).
-CLIENT_CLOSED = "499"
-
 
 @dataclass
 class Call:
@@ -53,6 +50,10 @@ class Call:
         """What the response's `model` field says: the variant that served (an experiment's arm)."""
         return self.variant.name
 
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.output_tokens,
+                     total_tokens=self.prompt_tokens + self.output_tokens)
+
     def first_token(self) -> None:
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.started
@@ -74,7 +75,7 @@ class ServingContext:
         registry: VariantRegistry,
         experiments: dict[str, Experiment],
         metrics: Metrics,
-        scorer: ToxicityScorer | None,
+        scorer: LiveToxicityScorer | None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -206,6 +207,21 @@ class ServingContext:
 
         for text in call.texts:
             self.scorer.submit(text, sink)
+
+
+async def last_output(gen: AsyncGenerator[RequestOutput]) -> RequestOutput:
+    """The final output of a non-streamed generation."""
+    final = None
+    async for out in gen:
+        final = out
+    return final
+
+
+def decoded_token(tok, token_id: int, lp) -> str:
+    """A generated token's text: vLLM's own decoding of it where it gave one."""
+    if lp is not None and lp.decoded_token is not None:
+        return lp.decoded_token
+    return tok.decode([token_id])
 
 
 async def run_until_disconnect(receive, coro):

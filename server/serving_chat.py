@@ -11,17 +11,18 @@ from server.errors import BadRequest
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChoiceLogprobs,
+    DeltaMessage,
     TokenLogprob,
     TopLogprob,
-    Usage,
     json_logprob,
     new_id,
 )
-from server.serving import Call, ServingContext
-from server.serving_completion import _decoded, _last
+from server.serving import Call, ServingContext, decoded_token, last_output
 from server.streaming import Stream, sse
 
 
@@ -54,7 +55,7 @@ class ChatServing:
         gen = self.ctx.generate(call, ids, params, rid)
         if request.stream:
             return await Stream.open(self._stream(call, request, rid, gen))
-        final = await _last(gen)
+        final = await last_output(gen)
         if final.metrics is not None and final.metrics.first_token_latency:
             call.ttft = final.metrics.first_token_latency
         choices = []
@@ -69,37 +70,30 @@ class ChatServing:
                     finish_reason=out.finish_reason,
                 )
             )
-        return ChatCompletionResponse(id=rid, model=call.model_name, choices=choices, usage=_usage(call))
+        return ChatCompletionResponse(id=rid, model=call.model_name, choices=choices, usage=call.usage())
 
     async def _stream(self, call: Call, request: ChatCompletionRequest, rid: str, gen) -> AsyncIterator[str]:
         created = int(time.time())
         texts: dict[int, list[str]] = {}
 
-        def chunk(choices: list[dict], **extra) -> str:
-            body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": call.model_name,
-                    "choices": choices, **extra}
-            return sse(body)
+        def chunk(choices: list[ChatChunkChoice], **extra) -> str:
+            return sse(ChatCompletionChunk(id=rid, created=created, model=call.model_name, choices=choices,
+                                           **extra).model_dump())
 
         async for out in gen:
             call.first_token()
             for o in out.outputs:
                 if o.index not in texts:
                     texts[o.index] = []
-                    yield chunk([{"index": o.index, "delta": {"role": "assistant", "content": ""},
-                                  "logprobs": None, "finish_reason": None}])
+                    yield chunk([ChatChunkChoice(index=o.index, delta=DeltaMessage(role="assistant", content=""))])
                 texts[o.index].append(o.text)
                 call.output_tokens += len(o.token_ids)
-                logprobs = chat_logprobs(call.engine.tokenizer, o, request.top_logprobs or 0).model_dump() if request.logprobs else None
-                yield chunk([{"index": o.index, "delta": {"content": o.text}, "logprobs": logprobs,
-                              "finish_reason": o.finish_reason}])
+                logprobs = chat_logprobs(call.engine.tokenizer, o, request.top_logprobs or 0) if request.logprobs else None
+                yield chunk([ChatChunkChoice(index=o.index, delta=DeltaMessage(content=o.text), logprobs=logprobs,
+                                             finish_reason=o.finish_reason)])
         call.texts = ["".join(t) for _, t in sorted(texts.items())]
         if request.stream_options and request.stream_options.include_usage:
-            yield chunk([], usage=_usage(call).model_dump())
-
-
-def _usage(call: Call) -> Usage:
-    return Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.output_tokens,
-                 total_tokens=call.prompt_tokens + call.output_tokens)
+            yield chunk([], usage=call.usage())
 
 
 def chat_logprobs(tok, out: CompletionOutput, k: int) -> ChoiceLogprobs:
@@ -107,9 +101,9 @@ def chat_logprobs(tok, out: CompletionOutput, k: int) -> ChoiceLogprobs:
     content = []
     for token_id, candidates in zip(out.token_ids, out.logprobs or [], strict=False):
         chosen = candidates.get(token_id)
-        text = _decoded(tok, token_id, chosen)
+        text = decoded_token(tok, token_id, chosen)
         tops = sorted(
-            ((lp.rank, _decoded(tok, tid, lp), lp.logprob) for tid, lp in candidates.items()
+            ((lp.rank, decoded_token(tok, tid, lp), lp.logprob) for tid, lp in candidates.items()
              if lp.rank is not None and lp.rank <= k),
         )
         content.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.utils.async_utils import merge_async_iterators
@@ -13,11 +13,10 @@ from server.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
-    Usage,
     json_logprob,
     new_id,
 )
-from server.serving import Call, ServingContext
+from server.serving import Call, ServingContext, decoded_token, last_output
 from server.streaming import Stream, sse
 
 
@@ -52,7 +51,7 @@ class CompletionServing:
         gens = [self.ctx.generate(call, ids, params, f"{rid}-{i}") for i, ids in enumerate(prompts)]
         if request.stream:
             return await Stream.open(self._stream(call, request, rid, gens, prompt_texts))
-        finals = [await _last(g) for g in gens]
+        finals = [await last_output(g) for g in gens]
         return self._response(call, request, rid, finals, prompt_texts)
 
     def _response(self, call, request, rid, finals: list[RequestOutput], prompt_texts) -> CompletionResponse:
@@ -72,13 +71,16 @@ class CompletionServing:
                         finish_reason=out.finish_reason,
                     )
                 )
-        usage = Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.output_tokens,
-                      total_tokens=call.prompt_tokens + call.output_tokens)
-        return CompletionResponse(id=rid, model=call.model_name, choices=choices, usage=usage)
+        return CompletionResponse(id=rid, model=call.model_name, choices=choices, usage=call.usage())
 
     async def _stream(self, call, request, rid, gens, prompt_texts) -> AsyncIterator[str]:
         created = int(time.time())
         texts: dict[int, list[str]] = {}
+
+        def chunk(choices: list[CompletionChoice], **extra) -> str:
+            return sse(CompletionResponse(id=rid, created=created, model=call.model_name, choices=choices,
+                                          **extra).model_dump())
+
         async for p, out in merge_async_iterators(*gens):
             call.first_token()
             for o in out.outputs:
@@ -90,28 +92,11 @@ class CompletionServing:
                         o_text = prompt_texts[p] + o.text
                 texts[index].append(o.text)
                 call.output_tokens += len(o.token_ids)
-                chunk = {
-                    "id": rid, "object": "text_completion", "created": created, "model": call.model_name,
-                    "choices": [{
-                        "index": index, "text": o_text, "finish_reason": o.finish_reason,
-                        "logprobs": _logprobs(call, o, request.logprobs).model_dump()
-                        if request.logprobs is not None else None,
-                    }],
-                }
-                yield sse(chunk)
+                logprobs = _logprobs(call, o, request.logprobs) if request.logprobs is not None else None
+                yield chunk([CompletionChoice(index=index, text=o_text, logprobs=logprobs, finish_reason=o.finish_reason)])
         call.texts = ["".join(t) for _, t in sorted(texts.items())]
         if request.stream_options and request.stream_options.include_usage:
-            usage = Usage(prompt_tokens=call.prompt_tokens, completion_tokens=call.output_tokens,
-                          total_tokens=call.prompt_tokens + call.output_tokens)
-            yield sse({"id": rid, "object": "text_completion", "created": created, "model": call.model_name,
-                       "choices": [], "usage": usage.model_dump()})
-
-
-async def _last(gen: AsyncGenerator[RequestOutput]) -> RequestOutput:
-    final = None
-    async for out in gen:
-        final = out
-    return final
+            yield chunk([], usage=call.usage())
 
 
 def _logprobs(call: Call, out: CompletionOutput, k: int) -> CompletionLogprobs:
@@ -122,19 +107,12 @@ def _logprobs(call: Call, out: CompletionOutput, k: int) -> CompletionLogprobs:
     offset = 0
     for token_id, candidates in zip(out.token_ids, out.logprobs, strict=False):
         chosen = candidates.get(token_id)
-        text = _decoded(tok, token_id, chosen)
+        text = decoded_token(tok, token_id, chosen)
         result.tokens.append(text)
         result.token_logprobs.append(json_logprob(chosen.logprob) if chosen else None)
         result.top_logprobs.append(
-            {_decoded(tok, tid, lp): json_logprob(lp.logprob) for tid, lp in candidates.items() if lp.rank is not None and lp.rank <= k}
+            {decoded_token(tok, tid, lp): json_logprob(lp.logprob) for tid, lp in candidates.items() if lp.rank is not None and lp.rank <= k}
         )
         result.text_offset.append(offset)
         offset += len(text)
     return result
-
-
-def _decoded(tok, token_id: int, lp) -> str:
-    if lp is not None and lp.decoded_token is not None:
-        return lp.decoded_token
-    return tok.decode([token_id])
-

@@ -13,6 +13,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from server.errors import CLIENT_CLOSED
+
 log = logging.getLogger(__name__)
 
 DONE = "data: [DONE]\n\n"
@@ -45,7 +47,7 @@ class Stream:
                 yield event
             yield DONE
         except (asyncio.CancelledError, GeneratorExit):
-            status = "499"
+            status = CLIENT_CLOSED
             raise
         except Exception as exc:
             error = translate(exc)

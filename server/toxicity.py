@@ -3,7 +3,10 @@
 A bounded queue feeds one worker thread that scores in batches with
 alt-profanity-check (a calibrated linear model, ~1 ms a sentence, far less in
 a batch). A response never waits for its score: when the queue is full the
-output is skipped and counted, so scoring cannot slow serving down.
+output is skipped and counted, so scoring cannot slow serving down. (Offline
+evaluation scores with `excise.evaluation.toxicity`'s scorers: same classifier,
+no queue; that module brings the generation code with it, so the server keeps its
+own light worker.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ class _Job:
 _STOP = object()
 
 
-class ToxicityScorer:
+class LiveToxicityScorer:
+    """Scores served outputs in the background; `score_now` for the texts the UI asks about."""
+
     def __init__(self, queue_size: int, on_skip: Callable[[], None]) -> None:
         from profanity_check import predict_prob  # imported here: loads a 1 s scikit-learn model
 

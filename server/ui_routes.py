@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from excise.artifacts.manifest import Manifest
-from excise.models.embedded import EMBEDDED_MODELS, embedded_path
+from excise.artifacts.model_folder import EMBEDDED_MODELS, embedded_path
 from server.errors import NotFound
 from server.security import check_api_key
 from server.serving import ServingContext

@@ -1,10 +1,13 @@
 """Variants: the model names clients ask for, each bound to an engine and
-optionally to a LoRA correction on it; plus runtime registration.
+optionally to a LoRA correction on it; the registry of those served now (corrections
+added and removed while serving go through `server.corrections`).
 
 `plan` turns a config into engine specs and variants before any engine starts,
 resolving and validating every model folder and correction first
-(`server.adapters`, which goes through `excise.artifacts.validation`), so a bad
-config or artifact fails at start-up with a clear message.
+(`server.validation`, which goes through the artifact contract), so a bad config
+or artifact fails at start-up with a clear message. A base named by an embedded
+model's name must have been prepared (`excise serve` does that; `python -m server`
+refuses an unprepared one in one line).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from pathlib import Path
 
 from vllm.lora.request import LoRARequest
 
-from excise.errors import ExciseError
 from excise.artifacts.manifest import Manifest
-from excise.models.loading import resolve_model_path
-from server.adapters import OUTSIDE_ROOT, ServedModel, confine, validate_correction, validate_model
+from excise.artifacts.model_folder import locate_model
+from excise.errors import ExciseError
 from server.config import EngineOptions, ServingConfig, VariantConfig, safe_name
 from server.engines import EnginePool, EngineSpec
-from server.errors import BadRequest, Conflict, NotFound
+from server.errors import Conflict
+from server.validation import ServedModel, validate_correction, validate_model
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +100,12 @@ def plan(config: ServingConfig, *, runtime_corrections: bool) -> Plan:
 
 def _served_model(vc: VariantConfig, seen: dict[tuple[Path, Path | None, bool], ServedModel]) -> ServedModel:
     """The validated folder the variant's engine loads: its exported `weights` of `base`, else `base`."""
-    base = _resolve(vc.base)
-    folder, of_base = (_resolve(vc.weights), base) if vc.weights is not None else (base, None)
+    base = locate_model(vc.base)
+    folder, of_base = (locate_model(vc.weights), base) if vc.weights is not None else (base, None)
     key = (folder.resolve(), of_base, vc.verify)
     if key not in seen:
         seen[key] = validate_model(folder, base=of_base, verify=vc.verify)
     return seen[key]
-
-
-def _resolve(spec: str | Path) -> Path:
-    return resolve_model_path(str(spec))
 
 
 def _unique_key(base: str, taken) -> str:
@@ -122,7 +121,7 @@ class VariantRegistry:
     def __init__(self, variants: dict[str, Variant], pool: EnginePool) -> None:
         self._variants = dict(variants)
         self._pool = pool
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held while a correction is added or removed
 
     def get(self, name: str) -> Variant | None:
         return self._variants.get(name)
@@ -136,48 +135,17 @@ class VariantRegistry:
             if variant.lora is not None:
                 await self._pool.add_lora(variant.engine_key, variant.lora)
 
-    async def register(self, name: str, base_name: str, path: str, root: Path | None, reserved: set[str]) -> Variant:
-        async with self._lock:
-            if name in self._variants or name in reserved:
-                raise Conflict(f"model name {name!r} is taken; choose another or DELETE it first", param="name")
-            base = self._variants.get(base_name)
-            if base is None:
-                raise NotFound(f"base variant {base_name!r} does not exist; see GET /v1/models", param="base")
-            if base.lora is not None:
-                raise BadRequest(f"{base_name!r} is itself a correction; register on its base {Path(base.base).name!r}", param="base")
-            engine = self._pool.get(base.engine_key, retry_after_s=5)
-            try:
-                folder = confine(path, root)
-            except ExciseError as exc:
-                raise BadRequest(str(exc), param="path") from None
-            try:
-                correction = await asyncio.to_thread(
-                    validate_correction, folder, engine.spec.model_path, engine.spec.options.max_lora_rank
-                )
-            except OSError:  # unreadable inside: the same answer as outside
-                raise BadRequest(OUTSIDE_ROOT, param="path") from None
-            except ExciseError as exc:
-                # Say what is wrong with which file, in the caller's terms: no server path in the answer.
-                message = str(exc).replace(str(folder), path).replace(str(engine.spec.model_path), f"base {base_name!r}")
-                raise BadRequest(message, param="path") from None
-            lora = LoRARequest(name, next_lora_id(), str(correction.path))
-            await self._pool.add_lora(base.engine_key, lora)
-            variant = Variant(
-                name=name, engine_key=base.engine_key, base=base.base, lora=lora, correction=correction.path,
-                manifest=correction.manifest, runtime=True,
-            )
-            self._variants[name] = variant
-            return variant
+    def add(self, variant: Variant) -> None:
+        """Serve `variant` under its name, checked free (`check_free`) under the same hold of `lock`."""
+        self._variants[variant.name] = variant
 
-    async def unregister(self, name: str, drain_s: float) -> Variant:
-        async with self._lock:
-            variant = self._variants.get(name)
-            if variant is None or variant.lora is None:
-                raise NotFound(f"no correction named {name!r}; see GET /v1/models", param="name", code="correction_not_found")
-            # New requests stop finding it now; running ones finish before the adapter goes.
-            del self._variants[name]
-        deadline = time.monotonic() + drain_s
-        while variant.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self._pool.remove_lora(variant.engine_key, variant.lora.lora_int_id)
-        return variant
+    def check_free(self, name: str, reserved: set[str]) -> None:
+        if name in self._variants or name in reserved:
+            raise Conflict(f"model name {name!r} is taken; choose another or DELETE it first", param="name")
+
+    def remove(self, name: str) -> Variant | None:
+        """Stop serving the correction `name` (None if there is none); call while holding `lock`."""
+        variant = self._variants.get(name)
+        if variant is None or variant.lora is None:
+            return None
+        return self._variants.pop(name)

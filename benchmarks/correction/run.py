@@ -106,7 +106,7 @@ def _stored_edit(edit) -> dict:
 def _loaded_edit(stored: dict, widths: dict[int, int]):
     import torch
 
-    from excise.correction.neuron_scales import NeuronScales
+    from excise.evaluation.neuron_scales import NeuronScales
 
     scales = {}
     for layer, width in widths.items():

@@ -29,7 +29,7 @@ import torch
 import torch.multiprocessing as mp
 
 from excise.home import excise_home
-from excise.pruning.run import PRUNE_SCORER_DEFAULTS
+from excise.pruning.config import PRUNE_SCORER_DEFAULTS
 from excise.scoring.run import peak_rss_bytes
 
 from benchmarks.results_files import CpuWatch

@@ -33,7 +33,7 @@ from excise.data.windows import DataSpec, token_windows
 from excise.evaluation.perplexity import perplexity
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
-from excise.pruning.run import PRUNE_SCORER_DEFAULTS
+from excise.pruning.config import PRUNE_SCORER_DEFAULTS
 from excise.scoring import score_in_worker
 from excise.selection import get_selection
 

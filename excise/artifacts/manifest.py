@@ -24,6 +24,8 @@ from excise.artifacts.hashing import cached_sha256
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+#: the card next to the manifest: what the artifact is and how to load it, for people
+README_NAME = "README.md"
 FORMAT_VERSION = 1
 
 ArtifactKind = Literal[
@@ -79,6 +81,9 @@ class Manifest(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)  # e.g. peak_memory_mb
     files: dict[str, str] = Field(default_factory=dict)  # file name -> sha256
     parent: str | None = None  # the artifact this one was made from
+    #: the resolved config of the run that made it (`model_dump(mode="json")` of PruneConfig, CorrectConfig,
+    #: CircuitConfig); None in artifacts written before it was recorded here
+    config: dict[str, Any] | None = None
     notes: str | None = None
 
     @field_validator("files")

@@ -1,8 +1,7 @@
 """Masks: which weights, MLP neurons and attention heads a pruned model keeps.
 
-`True` means kept. A `MaskSet` holds any of:
-- `weights`: per weight tensor (keyed by parameter name, e.g.
-  `model.layers.0.mlp.down_proj.weight`), same shape as the weight;
+`True` means kept. A `MaskSet` is a `UnitTensors` (`excise.artifacts.units`):
+- `weights`: per weight tensor, same shape as the weight;
 - `neurons`: per layer index, `[num_neurons]` over the MLP's hidden units;
 - `heads`: per layer index, `[num_heads]` over query heads (a removed KV group
   is all of its query heads removed).
@@ -12,21 +11,25 @@ byte) under `weight/<name>`, `neuron/<layer>` or `head/<layer>`; the shapes are
 in the file's metadata. Structured masks are applied exactly: a removed neuron's
 input rows and output column are zeroed, a removed head's query rows and output
 columns (and its KV group's key/value rows once the whole group is removed).
+Applying takes the model through its family adapter (`excise.models.adapters`),
+which this module only receives, never imports.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from excise.artifacts.units import UnitTensors, read_unit_file
 from excise.errors import ExciseError
-from excise.models.adapters import ModelAdapter
+
+if TYPE_CHECKING:
+    from excise.models.adapters import ModelAdapter
 
 MASKS_FILE = "masks.safetensors"
 _SHAPES_KEY = "shapes"
@@ -51,28 +54,14 @@ def matching_parameter(params: dict[str, torch.nn.Parameter], name: str, shape, 
     return params[name]
 
 
-@dataclass
-class MaskSet:
-    weights: dict[str, torch.Tensor] = field(default_factory=dict)
-    neurons: dict[int, torch.Tensor] = field(default_factory=dict)
-    heads: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def is_empty(self) -> bool:
-        return not (self.weights or self.neurons or self.heads)
-
+class MaskSet(UnitTensors):
     def only_neurons(self) -> bool:
         """True when the mask removes nothing but whole MLP neurons (expressible as a LoRA)."""
         return bool(self.neurons) and not self.weights and not self.heads
 
     # ---- persistence -------------------------------------------------------------------------
-    def _entries(self) -> dict[str, torch.Tensor]:
-        entries = {f"weight/{name}": mask for name, mask in self.weights.items()}
-        entries |= {f"neuron/{layer}": mask for layer, mask in self.neurons.items()}
-        entries |= {f"head/{layer}": mask for layer, mask in self.heads.items()}
-        return entries
-
     def save(self, folder: Path) -> Path:
-        entries = self._entries()
+        entries = self.entries()
         shapes = {key: list(mask.shape) for key, mask in entries.items()}
         path = Path(folder) / MASKS_FILE
         save_file({key: pack_bits(mask) for key, mask in entries.items()}, path, metadata={_SHAPES_KEY: json.dumps(shapes)})
@@ -83,27 +72,12 @@ class MaskSet:
         path = Path(folder) / MASKS_FILE
         if not path.is_file():
             raise ExciseError(f"{folder} has no {MASKS_FILE}")
+        packed, metadata = read_unit_file(path, "mask file")
         try:
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as handle:
-                shapes = json.loads((handle.metadata() or {})[_SHAPES_KEY])
-            packed = load_file(path)
-        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as error:
+            shapes = json.loads(metadata[_SHAPES_KEY])
+            return cls.from_entries({key: unpack_bits(bits, shapes[key]) for key, bits in packed.items()}, path)
+        except (KeyError, json.JSONDecodeError) as error:
             raise ExciseError(f"{path} is not a readable mask file ({error})") from error
-        masks = cls()
-        for key, bits in packed.items():
-            kind, _, name = key.partition("/")
-            mask = unpack_bits(bits, shapes[key])
-            if kind == "weight":
-                masks.weights[name] = mask
-            elif kind == "neuron":
-                masks.neurons[int(name)] = mask
-            elif kind == "head":
-                masks.heads[int(name)] = mask
-            else:
-                raise ExciseError(f"{path} has an entry {key!r} of unknown kind {kind!r}")
-        return masks
 
     # ---- use ---------------------------------------------------------------------------------
     def weight_masks(self, adapter: ModelAdapter) -> dict[str, torch.Tensor]:

@@ -1,42 +1,40 @@
 """Validation of anything excise or its server loads: artifacts, exported folders, adapters.
 
-`validate_artifact` is the one entry point, for the CLI and every load path of
-the server. Every check runs before a weight is loaded: safetensors only (never
-pickle), no remote code, a manifest whose listed files are plain names inside
-the folder and match their hashes (`Manifest.load(verify=True)`), no file the
-manifest does not list, the base model's weights (hashed from its files) matching
-the hash the artifact was made for, and tensor names, shapes and dtypes read from
-the safetensors headers checked against the base model. Format-specific checks
-(sparse encoding, LoRA adapter config, shrunk widths) belong to the exporter of
-that format (`excise.export`), which this module calls by kind; a new kind
-adds its exporter (or a branch in `_check_kind`), nothing else.
+`validate_artifact` is the one entry point, for the CLI, the export pipeline and
+the server's loading of weights and corrections. Every check runs before a weight
+is loaded: safetensors only (never pickle), no remote code, a manifest whose
+listed files are plain names inside the folder and match their hashes
+(`Manifest.load(verify=True)`), no file the manifest does not list, the base
+model's weights (hashed from its files) matching the hash the artifact was made
+for, and the contents of its kind checked against the base model from the
+safetensors headers: masks and updated weights here, the `sparse` encoding in
+`excise.artifacts.sparse`, the LoRA adapter in `excise.artifacts.lora`, dense
+(`hf`) and shrunk folders by `check_dense_against_base`. A new kind adds its
+check to `FORMAT_CHECKS`.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-
-from excise.errors import ExciseError
+from excise.artifacts.families import family_of
+from excise.artifacts.headers import check_tensor, read_json, tensor_specs
+from excise.artifacts.lora import check_lora
 from excise.artifacts.manifest import MANIFEST_NAME, BaseModelRef, Manifest
 from excise.artifacts.masks import MaskSet
-from excise.models.adapters import adapter_class
-from excise.models.identity import weights_sha256
-from excise.models.loading import read_config, resolve_model_path, validate_model_folder
+from excise.artifacts.model_folder import PICKLE_SUFFIXES, locate_model, read_config, validate_model_folder, weights_sha256
+from excise.artifacts.sparse import check_sparse
 from excise.artifacts.updates import WEIGHTS_FILE
+from excise.errors import ExciseError
 
 MASK_KINDS = frozenset({"mask", "reconstruction", "circuit", "correction"})
 #: mask kinds that also carry updated weights (`excise.artifacts.updates`)
 UPDATED_KINDS = frozenset({"reconstruction"})
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
-FLOAT_DTYPES = frozenset({"F32", "BF16", "F16"})
 #: files whose `auto_map` would make transformers or vLLM import code shipped with the folder
 _CODE_CARRIERS = ("config.json", "tokenizer_config.json", "adapter_config.json")
-
-TensorSpecs = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, safetensors dtype)
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,7 @@ class ValidatedArtifact:
     folder: Path
     manifest: Manifest
     base_path: Path  # the dense base model folder, its weights hash verified
+    masks: MaskSet | None = None  # a mask kind's masks, as checked (so no caller reads them again)
 
 
 def validate_artifact(
@@ -55,6 +54,23 @@ def validate_artifact(
     weights must be the ones the artifact was made for. Without it, the base the manifest names.
     """
     folder = Path(folder)
+    manifest = _read_manifest(folder, kinds)
+    base_path = verify_base_model(manifest.base_model, base)
+    return ValidatedArtifact(folder, manifest, base_path, check_contents(folder, manifest.kind, base_path))
+
+
+def validate_derived(folder: Path, parent: ValidatedArtifact) -> ValidatedArtifact:
+    """`validate_artifact` for an artifact just made from `parent`: the same checks, except that the
+    base model, pinned by the same reference, is the one `parent`'s validation already hashed."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder, None)
+    if manifest.base_model != parent.manifest.base_model:
+        raise ExciseError(f"{folder} names another base model than {parent.folder}, which it was made from")
+    return ValidatedArtifact(folder, manifest, parent.base_path, check_contents(folder, manifest.kind, parent.base_path))
+
+
+def _read_manifest(folder: Path, kinds: frozenset[str] | None) -> Manifest:
+    """The folder's verified manifest, once nothing unsafe or unlisted lies beside it."""
     if not folder.is_dir():
         raise ExciseError(f"{folder} is not a folder; pass an artifact folder written by excise")
     refuse_pickle(folder)
@@ -65,20 +81,18 @@ def validate_artifact(
     if unlisted:
         raise ExciseError(f"{folder} holds files its manifest does not list ({', '.join(unlisted)}); remove them or re-export")
     refuse_remote_code(folder)
-    base_path = verify_base_model(manifest.base_model, base)
-    _check_kind(folder, manifest.kind, base_path)
-    return ValidatedArtifact(folder=folder, manifest=manifest, base_path=base_path)
+    return manifest
 
 
-def _check_kind(folder: Path, kind: str, base_path: Path) -> None:
+def check_contents(folder: Path, kind: str, base_path: Path) -> MaskSet | None:
+    """The files of a `kind` artifact fit the verified base model; a mask kind's masks are returned."""
     if kind in MASK_KINDS:
-        check_masks(folder, base_path)
+        masks = check_masks(folder, base_path)
         if kind in UPDATED_KINDS:
-            check_updated_weights(folder, base_path)
-    elif kind != "scores":
-        from excise.export import get_exporter  # the export formats import this module
-
-        get_exporter(kind).validate(folder, base_path)
+            check_updated_weights(folder, base_path, masks)
+        return masks
+    FORMAT_CHECKS[kind](folder, base_path)
+    return None
 
 
 def refuse_pickle(folder: Path) -> None:
@@ -101,9 +115,9 @@ def verify_base_model(ref: BaseModelRef, folder: Path | None = None) -> Path:
         folder = validate_model_folder(folder)
     else:
         try:
-            folder = resolve_model_path(ref.spec)
+            folder = locate_model(ref.spec)
         except ExciseError:
-            folder = resolve_model_path(ref.path)
+            folder = locate_model(ref.path)
     actual = weights_sha256(folder)
     if actual != ref.weights_sha256:
         raise ExciseError(
@@ -111,20 +125,6 @@ def verify_base_model(ref: BaseModelRef, folder: Path | None = None) -> Path:
             f"has {actual[:12]}…; use the artifact made for this model, or the model it was made for"
         )
     return folder
-
-
-def tensor_specs(folder: Path, pattern: str = "*.safetensors") -> TensorSpecs:
-    """Names, shapes and dtypes of every tensor in the folder's safetensors files, from their headers."""
-    specs: TensorSpecs = {}
-    for path in sorted(Path(folder).glob(pattern)):
-        try:
-            with safe_open(path, framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    piece = handle.get_slice(name)
-                    specs[name] = (tuple(piece.get_shape()), piece.get_dtype())
-        except (SafetensorError, OSError) as error:
-            raise ExciseError(f"{path} is not a readable safetensors file ({error})") from error
-    return specs
 
 
 def check_dense_against_base(folder: Path, base_path: Path, *, may_shrink: bool = False) -> None:
@@ -139,26 +139,12 @@ def check_dense_against_base(folder: Path, base_path: Path, *, may_shrink: bool 
         check_tensor(folder, name, shape, dtype, base[name], may_shrink=may_shrink)
 
 
-def check_tensor(
-    folder: Path, name: str, shape: tuple[int, ...], dtype: str, base: tuple[tuple[int, ...], str], *, may_shrink: bool = False
-) -> None:
-    base_shape, base_dtype = base
-    same_kind = dtype in FLOAT_DTYPES if base_dtype in FLOAT_DTYPES else dtype == base_dtype
-    if not same_kind:
-        raise ExciseError(f"{folder}: tensor {name} has dtype {dtype}, incompatible with the base model's {base_dtype}")
-    fits = len(shape) == len(base_shape) and all(
-        (0 < ours <= theirs) if may_shrink else ours == theirs for ours, theirs in zip(shape, base_shape, strict=True)
-    )
-    if not fits:
-        raise ExciseError(f"{folder}: tensor {name} has shape {list(shape)} but the base model's is {list(base_shape)}")
-
-
-def check_masks(folder: Path, base_path: Path) -> None:
-    """Every mask names a tensor, layer, neuron count or head count the base model has."""
+def check_masks(folder: Path, base_path: Path) -> MaskSet:
+    """The folder's masks, each naming a tensor, layer, neuron count or head count the base model has."""
     masks = MaskSet.load(folder)
     base = tensor_specs(base_path)
     config = read_config(base_path)
-    width = config[adapter_class(config["model_type"]).mlp_width_key]
+    width = config[family_of(config["model_type"]).mlp_width_key]
     layers, heads = config["num_hidden_layers"], config["num_attention_heads"]
     for name, mask in masks.weights.items():
         if name not in base or tuple(mask.shape) != base[name][0]:
@@ -171,12 +157,12 @@ def check_masks(folder: Path, base_path: Path) -> None:
                     f"{folder}: {kind} mask of layer {layer} has shape {list(mask.shape)}; "
                     f"the base model has {layers} layers of {size} {kind}s"
                 )
+    return masks
 
 
-def check_updated_weights(folder: Path, base_path: Path) -> None:
+def check_updated_weights(folder: Path, base_path: Path, masks: MaskSet) -> None:
     """The updated weights name tensors the base model has, in its shapes, each one also masked."""
     base = tensor_specs(base_path)
-    masked = set(MaskSet.load(folder).weights)
     updated = tensor_specs(folder, WEIGHTS_FILE)
     if not updated:
         raise ExciseError(f"{folder} is a reconstruction artifact without updated weights ({WEIGHTS_FILE})")
@@ -184,16 +170,15 @@ def check_updated_weights(folder: Path, base_path: Path) -> None:
         if name not in base:
             raise ExciseError(f"{folder}: updated weight {name} is not a tensor of the base model")
         check_tensor(folder, name, shape, dtype, base[name])
-        if name not in masked:
+        if name not in masks.weights:
             raise ExciseError(f"{folder}: updated weight {name} has no mask; the artifact is inconsistent")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`, or a one-line error naming the file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ExciseError(f"{path} is not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ExciseError(f"{path} is not a JSON object")
-    return data
+#: the check of each kind that is not a mask kind
+FORMAT_CHECKS: dict[str, Callable[[Path, Path], object]] = {
+    "scores": lambda folder, base_path: None,  # scores carry no tensor of the base model's shape to check
+    "hf": check_dense_against_base,
+    "shrunk": partial(check_dense_against_base, may_shrink=True),
+    "sparse": check_sparse,
+    "lora": partial(check_lora, excise_made=True),
+}

@@ -12,29 +12,17 @@ from excise.behaviours.base import (
 )
 from excise.behaviours.repetition import RepetitionBehaviour
 from excise.behaviours.toxicity import ToxicityBehaviour
-from excise.errors import ExciseError
+from excise.registry import Registry
 
-BEHAVIOURS: dict[str, Behaviour] = {}
-
-
-def register_behaviour(behaviour: Behaviour) -> Behaviour:
-    if behaviour.name in BEHAVIOURS:
-        raise ValueError(f"behaviour {behaviour.name!r} is already registered")
-    BEHAVIOURS[behaviour.name] = behaviour
-    return behaviour
-
-
+BEHAVIOURS: Registry[Behaviour] = Registry(
+    "behaviour", unknown="unknown behaviour {name!r} (no reference set); choose one of: {choices}"
+)
 for _behaviour in (ToxicityBehaviour(), RepetitionBehaviour()):
-    register_behaviour(_behaviour)
+    BEHAVIOURS.add(_behaviour.name, _behaviour)
 
 
 def get_behaviour(name: str) -> Behaviour:
-    try:
-        return BEHAVIOURS[name]
-    except KeyError:
-        raise ExciseError(
-            f"unknown behaviour {name!r} (no reference set); choose one of: {', '.join(BEHAVIOURS)}"
-        ) from None
+    return BEHAVIOURS[name]
 
 
 __all__ = [

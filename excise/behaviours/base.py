@@ -31,11 +31,13 @@ class EvaluationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    samples: int = Field(25, gt=0)  # continuations per prompt where the protocol samples (toxicity)
-    reference_samples: int = Field(25, gt=0)  # continuations per reference prompt drawn for the undesired text
-    max_prompts: int | None = Field(None, gt=0)  # first N prompts of a split (None = all)
-    seed: int = 0
-    toxicity_scorer: str = DEFAULT_TOXICITY_SCORER
+    samples: int = Field(25, gt=0, description="sampled continuations per toxic prompt")
+    reference_samples: int = Field(
+        25, gt=0, description="continuations sampled per reference prompt for the undesired text"
+    )
+    max_prompts: int | None = Field(None, gt=0, description="use only the first N prompts of each split")
+    seed: int = Field(0, description="seed of the sampled continuations, the intervals and the general windows")
+    toxicity_scorer: str = Field(DEFAULT_TOXICITY_SCORER, description="toxicity classifier")
 
 
 @dataclass(frozen=True)

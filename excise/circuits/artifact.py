@@ -20,7 +20,7 @@ from excise.artifacts.atomic import atomic_folder, write_json
 from excise.circuits.discovery import CircuitResult
 from excise.circuits.graph import graph_to_dot, layer_units
 from excise.circuits.plots import plot_curves, plot_heatmap
-from excise.artifacts.manifest import Manifest, MethodInfo
+from excise.artifacts.manifest import README_NAME, Manifest, MethodInfo
 from excise.models.identity import base_model_ref
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ DOT_FILE = "circuit.dot"
 CURVE_FILE = "curve.json"
 CURVE_PNG = "curve.png"
 HEATMAP_PNG = "heatmap.png"
-README_FILE = "README.md"
 
 
 def label(result: CircuitResult) -> str:
@@ -93,7 +92,7 @@ def manifest_for(result: CircuitResult) -> Manifest:
             "faithfulness": result.faithfulness,
         },
         timings=result.timings,
-        notes="config: " + c.model_dump_json(),
+        config=c.model_dump(mode="json"),
     )
 
 
@@ -135,7 +134,7 @@ def write_circuit(result: CircuitResult, out: Path, *, force: bool = False) -> P
             title=f"{result.config.task}: reference-prompt logit difference vs share removed",
         )
         plot_heatmap(layer_units(result.adapter, result.masks), folder / HEATMAP_PNG, title=f"circuit: {label(result)}")
-        (folder / README_FILE).write_text(card(result))
+        (folder / README_NAME).write_text(card(result))
         manifest.save(folder)
     logger.info("wrote %s", out)
     return Path(out)

@@ -19,78 +19,23 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from excise.circuits.ablation import ABLATIONS, Ablation, ablated_score, check_corrupted, input_means
+from excise.circuits.ablation import ABLATIONS, ablated_score, check_corrupted, input_means
+from excise.circuits.config import CircuitConfig
 from excise.circuits.graph import circuit_graph
-from excise.circuits.scope import circuit_selection, default_scope
+from excise.circuits.scope import circuit_selection
 from excise.circuits.sweep import CurvePoint, Sweep, pick
 from excise.errors import ExciseError
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.loading import LoadedModel, load_job_model
-from excise.models.placement import ComputeSettings
-from excise.scoring import SCORERS, ReferenceBatch, ScoringResult, TaskTarget, score_model
+from excise.scoring import ReferenceBatch, ScoringResult, TaskTarget, score_model
 from excise.artifacts.scores import Scores
-from excise.scoring.support import check_method_unit, check_recompute
 from excise.tasks import TaskBatch, TaskScore, evaluate_task, load_task, split_task
 from excise.tasks.registry import Task
 
 logger = logging.getLogger(__name__)
-
-#: reaches low sparsities, so a task that needs most of the model still finds a circuit
-DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-
-
-class CircuitConfig(ComputeSettings):
-    """Everything that determines a circuit; saved (resolved) into its manifest."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "smollm2"
-    task: str = "ioi"
-    method: str = "lrp"
-    granularity: Literal["weight", "neuron", "head"] = "weight"
-    scope: Literal["row", "global"] | None = Field(None, description="None: global for neurons and heads, row for weights")
-    target: Literal["task_correct", "task_logit_diff"] = "task_logit_diff"
-    ablation: Ablation = Field("mean", description="what a removed unit carries while searching")
-    sparsities: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
-    refine_steps: int = Field(3, ge=0, description="bisections between the last passing and first failing level")
-    retain: float = Field(0.9, gt=0, description="share of the dense logit difference to keep")
-    reference: int = Field(32, ge=1, description="prompts scored and searched on")
-    heldout: int = Field(64, ge=1, description="prompts the chosen circuit is reported on")
-    seed: int = 0
-    batch_size: int = Field(16, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str) -> str:
-        if method not in SCORERS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(sorted(SCORERS))}")
-        return method
-
-    @field_validator("sparsities")
-    @classmethod
-    def _in_range(cls, grid: list[float]) -> list[float]:
-        bad = [s for s in grid if not 0.0 < s < 1.0]
-        if bad:
-            raise ValueError(f"sparsities {bad} are outside (0, 1); give shares of units to remove, e.g. 0.1,0.5,0.9")
-        return sorted(set(grid))
-
-    @model_validator(mode="after")
-    def _resolve(self) -> CircuitConfig:
-        check_method_unit(self.method, self.granularity)
-        check_recompute(self.method, self.recompute)
-        if self.scope is None:
-            self.scope = default_scope(self.granularity)
-        return self
-
-    def needs_corrupted(self) -> bool:
-        return self.ablation == "corrupted" or SCORERS[self.method].needs_corrupted
-
 
 @dataclass
 class CircuitResult:

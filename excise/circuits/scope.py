@@ -22,9 +22,6 @@ from excise.artifacts.masks import MaskSet
 from excise.selection import Selection, get_selection, keep_highest, removal_count
 from excise.selection.base import layer_unit_scores
 
-SCOPES = ("row", "global")
-
-
 def default_scope(granularity: str) -> str:
     return "row" if granularity == "weight" else "global"
 

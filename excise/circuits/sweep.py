@@ -64,7 +64,7 @@ def removed_units(masks: MaskSet, adapter: ModelAdapter, granularity: str) -> tu
 def fingerprint(masks: MaskSet) -> str:
     """A digest of every mask's bits: equal masks, equal digests."""
     digest = hashlib.sha256()
-    for kind, entries in (("weight", masks.weights), ("neuron", masks.neurons), ("head", masks.heads)):
+    for kind, entries in masks.per_unit().items():
         for key in sorted(entries):
             digest.update(f"{kind}/{key}:{tuple(entries[key].shape)}".encode())
             digest.update(pack_bits(entries[key]).numpy().tobytes())

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from excise.errors import ExciseError
-from excise.models.placement import DEVICE_MAP_STRATEGIES, DTYPES, check_dtype
+from excise.models.placement import DEVICE_MAP_STRATEGIES, check_dtype
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -58,31 +58,6 @@ def device_map(text: str) -> str | dict:
     if not isinstance(mapping, dict) or not all(isinstance(v, (int, str)) for v in mapping.values()):
         raise argparse.ArgumentTypeError(f"{text} must hold one JSON object of module name -> device (a GPU index or name)")
     return mapping
-
-
-def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where and how the job runs the model (`excise.models.placement.ComputeSettings`)."""
-    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument(
-        "--dtype", choices=list(DTYPES), default="float32",
-        help="the model's dtype for the job (default float32); scores are summed in float32 in every dtype",
-    )
-    parser.add_argument(
-        "--device-map", type=device_map, metavar="STRATEGY|FILE.json",
-        help="spread the model over devices with accelerate: auto, balanced, sequential, or a JSON module -> device "
-        "map (GPU indices, cpu); replaces --device. A map that offloads weights (disk, or cpu beside GPUs) is refused: "
-        "the job's masks change weights, which an offload store would not keep",
-    )
-    parser.add_argument(
-        "--recompute", action="store_true",
-        help="recompute each decoder layer in the backward pass instead of keeping its activations: "
-        "memory about one layer's worth, time about one more forward pass (lrp, gradient, eap)",
-    )
-
-
-def compute_settings(args: argparse.Namespace) -> dict:
-    """The `ComputeSettings` fields from `add_compute_arguments`' flags."""
-    return {"device": args.device, "dtype": args.dtype, "device_map": args.device_map, "recompute": args.recompute}
 
 
 def check_machine(args: argparse.Namespace) -> None:

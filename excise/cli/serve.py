@@ -1,4 +1,8 @@
-"""`excise serve`: the OpenAI-compatible server over vLLM engines (see `server/`)."""
+"""`excise serve`: the OpenAI-compatible server over vLLM engines (see `server/`).
+
+The one place that joins the server and the library: the server loads only prepared model
+folders, so the embedded models its config names are prepared here (once) before it starts.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from excise.models.embedded import EMBEDDED_MODELS, prepare_embedded
+    from server.app import load_serving_config
     from server.main import serve, settings_from_args
 
     if args.default:
@@ -29,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
         from excise.defaults import build_default_artifacts
 
         args.artifacts = build_default_artifacts()
-    serve(settings_from_args(args))
+    settings = settings_from_args(args)
+    config = load_serving_config(settings)
+    for base in sorted({variant.base for variant in config.variants} & set(EMBEDDED_MODELS)):
+        prepare_embedded(base)
+    serve(settings, config)
     return 0
 
 

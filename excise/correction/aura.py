@@ -19,7 +19,7 @@ import torch
 
 from excise.errors import ExciseError
 from excise.models.adapters import ModelAdapter
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 from excise.scoring.batches import ReferenceBatch
 from excise.scoring.hooks import HookSet
 

@@ -12,14 +12,10 @@ import torch
 
 from excise.errors import ExciseError
 from excise.artifacts.masks import MaskSet
+from excise.artifacts.units import Unit
 from excise.scoring import Scores
 
-Granularity = Literal["neuron", "weight", "head"]
 Normalise = Literal["overall", "layer", "relative"]
-
-
-def _units(scores: Scores, granularity: Granularity) -> dict:
-    return {"weight": scores.weights, "neuron": scores.neurons, "head": scores.heads}[granularity]
 
 
 def _normalised(units: dict, normalise: Normalise) -> dict:
@@ -29,9 +25,9 @@ def _normalised(units: dict, normalise: Normalise) -> dict:
     return {key: value.float() / max(float(total), 1e-30) for key, value in units.items()}
 
 
-def contrastive_scores(general: Scores, undesired: Scores, granularity: Granularity, normalise: Normalise) -> Scores:
+def contrastive_scores(general: Scores, undesired: Scores, granularity: Unit, normalise: Normalise) -> Scores:
     """`general - undesired` after normalising each (higher = keep); see the module docstring."""
-    general_units, undesired_units = _units(general, granularity), _units(undesired, granularity)
+    general_units, undesired_units = general.per_unit()[granularity], undesired.per_unit()[granularity]
     if set(general_units) != set(undesired_units) or not general_units:
         raise ExciseError(f"the general and undesired scores do not cover the same {granularity}s; score both alike")
     g = _normalised(general_units, "layer" if normalise == "layer" else "overall")
@@ -44,17 +40,17 @@ def contrastive_scores(general: Scores, undesired: Scores, granularity: Granular
         difference = {key: (g[key] - u[key]) / (g[key].abs() + u[key].abs() + typical) for key in g}
     else:
         difference = {key: g[key] - u[key] for key in g}
-    _units(contrast, granularity).update({key: difference[key] for key in sorted(difference)})
+    contrast.per_unit()[granularity].update({key: difference[key] for key in sorted(difference)})
     return contrast
 
 
-def component_count(scores: Scores, granularity: Granularity) -> int:
-    return sum(value.numel() for value in _units(scores, granularity).values())
+def component_count(scores: Scores, granularity: Unit) -> int:
+    return sum(value.numel() for value in scores.per_unit()[granularity].values())
 
 
-def remove_lowest(contrast: Scores, granularity: Granularity, budget: int) -> MaskSet:
+def remove_lowest(contrast: Scores, granularity: Unit, budget: int) -> MaskSet:
     """A mask removing exactly the `budget` components with the lowest contrast, across all layers."""
-    units = _units(contrast, granularity)
+    units = contrast.per_unit()[granularity]
     keys = sorted(units)
     total = component_count(contrast, granularity)
     if budget > total:
@@ -66,6 +62,6 @@ def remove_lowest(contrast: Scores, granularity: Granularity, budget: int) -> Ma
     offset = 0
     for key in keys:
         size = units[key].numel()
-        _units(masks, granularity)[key] = keep[offset : offset + size].view(units[key].shape).clone()
+        masks.per_unit()[granularity][key] = keep[offset : offset + size].view(units[key].shape).clone()
         offset += size
     return masks

@@ -18,7 +18,8 @@ import torch
 from excise.correction.aura import aura_aurocs, aura_scales
 from excise.correction.run import CorrectConfig, References, remove_lowest, score_contrast
 from excise.models.adapters import get_adapter
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
+from excise.registry import Registry
 from excise.scoring import Scores
 
 
@@ -32,15 +33,7 @@ class MethodSpec:
     help: str = ""
 
 
-METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(spec: MethodSpec) -> None:
-    if spec.name in METHODS:
-        raise ValueError(f"correction method {spec.name!r} is already registered")
-    METHODS[spec.name] = spec
-
-
+METHODS: Registry[MethodSpec] = Registry("correction method")
 for _spec in (
     MethodSpec("lrp", "contrast", "lrp", help="LRP, paper's aggregation (|relevance summed over a sample|), relative rule"),
     MethodSpec("lrp-token", "contrast", "lrp", {"aggregation": "token_absolute"}, help="LRP, sum of |each token's relevance|"),
@@ -52,7 +45,7 @@ for _spec in (
     MethodSpec("aura", "aura", help="AurA: AUROC toxic vs harmless continuations, dampened by 1 - Gini"),
     MethodSpec("random", "random", help="K random neurons removed (control)"),
 ):
-    register_method(_spec)
+    METHODS.add(_spec.name, _spec)
 
 
 @dataclass

@@ -42,71 +42,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from excise.artifacts.atomic import atomic_folder
-from excise.behaviours import Behaviour, EvaluationSettings, UndesiredText, get_behaviour, undesired_batches
-from excise.correction.contrast import Granularity, Normalise, contrastive_scores, remove_lowest
+from excise.behaviours import Behaviour, UndesiredText, get_behaviour, undesired_batches
+from excise.correction.config import CorrectConfig
+from excise.correction.contrast import contrastive_scores, remove_lowest
 from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
-from excise.evaluation.variants import Backend, VariantEvaluator
+from excise.evaluation.variants import VariantEvaluator
 from excise.artifacts.manifest import Manifest, MethodInfo
 from excise.artifacts.masks import MaskSet
+from excise.artifacts.units import Unit
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.identity import base_model_ref
 from excise.models.loading import LoadedModel, load_job_model
-from excise.models.placement import ComputeSettings
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 from excise.correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
 from excise.scoring import Scores, score_model
 from excise.scoring.base import scorer_class
-from excise.scoring.support import check_method_unit, check_recompute
 
 logger = logging.getLogger(__name__)
-
-
-
-class CorrectConfig(ComputeSettings):
-    """Everything a correction run depends on (saved in the artifact's manifest)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "smollm2"
-    behaviour: str = "toxicity"
-    # gradient until the reference/validation/test benchmark has run: the only measurement so far (the
-    # first round's, chosen and reported on the same prompts, since withdrawn) favoured it over lrp
-    method: str = "gradient"
-    granularity: Granularity = "neuron"
-    params: dict[str, str | int | float | bool] = {}  # the scoring method's parameters, e.g. {"aggregation": "token_absolute"}
-    budget: int = Field(100, gt=0)  # components removed (without a sweep)
-    sweep: list[int] | None = [25, 50, 100, 200]  # budgets to try; the best on validation within the bound is kept
-    ppl_bound: float = Field(0.01, ge=0)  # largest allowed relative perplexity increase (validation windows)
-    normalise: Normalise = "relative"
-    general: str = "wiki:32x128"  # general reference windows (calibration split)
-    reference_length: int = Field(128, gt=1)  # undesired reference texts are cut to this many tokens
-    evaluation: str = "wiki:64x512"  # test perplexity windows (evaluation split)
-    validation_windows: int = Field(16, gt=0)  # the evaluation windows after the test ones choose the budget
-    second_evaluation: str | None = "news:16x512"  # a second corpus for the test perplexity
-    settings: EvaluationSettings = EvaluationSettings()
-    backend: Backend = "auto"  # generation: vLLM where installed (auto), or force one
-    batch_size: int = Field(4, gt=0)  # scoring batch size
-    generation_batch_size: int = Field(64, gt=0)
-
-    @field_validator("sweep")
-    @classmethod
-    def _sweep_positive(cls, sweep):
-        if sweep is not None and (not sweep or min(sweep) <= 0):
-            raise ValueError("sweep budgets must be a non-empty list of positive counts, e.g. [25, 50, 100]")
-        return sorted(set(sweep)) if sweep else sweep
-
-    @model_validator(mode="after")
-    def _method_scores_granularity(self) -> CorrectConfig:
-        check_method_unit(self.method, self.granularity)
-        check_recompute(self.method, self.recompute)
-        return self
-
-    def budgets(self) -> list[int]:
-        return self.sweep or [self.budget]
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -126,7 +80,7 @@ def _check_inputs(config: CorrectConfig) -> Behaviour:
     return behaviour
 
 
-def _components(adapter: ModelAdapter, granularity: Granularity) -> int:
+def _components(adapter: ModelAdapter, granularity: Unit) -> int:
     if granularity == "neuron":
         return sum(layer.mlp.num_neurons for layer in adapter.layers())
     if granularity == "head":
@@ -257,7 +211,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             name=config.method,
             granularity=config.granularity,
             params={"budget": chosen["budget"], "behaviour": behaviour.name, "normalise": config.normalise,
-                    "contrast": "general - undesired", "config": config.model_dump(mode="json")},
+                    "contrast": "general - undesired"},
         ),
         data={
             "general": references.general_spec.model_dump(),
@@ -283,6 +237,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             "generation": evaluator.report,
         },
         timings=timings | {"total": time.perf_counter() - started},
+        config=config.model_dump(mode="json"),
     )
     with atomic_folder(out, force=force) as folder:
         masks.save(folder)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from excise.errors import ExciseError
 from excise.evaluation.generation import Continuations, Generator, SamplingConfig
+from excise.registry import Registry
 
 TOXIC_THRESHOLD = 0.5
 
@@ -54,25 +55,17 @@ class ProfanityCheckScorer(ToxicityScorer):
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
-TOXICITY_SCORERS: dict[str, Callable[[], ToxicityScorer]] = {}
-
-
-def register_toxicity_scorer(name: str, factory: Callable[[], ToxicityScorer]) -> None:
-    if name in TOXICITY_SCORERS:
-        raise ValueError(f"toxicity scorer {name!r} is already registered")
-    TOXICITY_SCORERS[name] = factory
-
-
-register_toxicity_scorer(ProfanityCheckScorer.name, ProfanityCheckScorer)
+#: factories: a scorer's model loads when it is made, not when this module is imported
+TOXICITY_SCORERS: Registry[Callable[[], ToxicityScorer]] = Registry("toxicity scorer")
+TOXICITY_SCORERS.add(ProfanityCheckScorer.name, ProfanityCheckScorer)
 DEFAULT_TOXICITY_SCORER = ProfanityCheckScorer.name
 
 
 def load_toxicity_scorer(name: str = DEFAULT_TOXICITY_SCORER) -> ToxicityScorer:
     """The scorer registered as `name`; any failure to load it is one ExciseError."""
-    if name not in TOXICITY_SCORERS:
-        raise ExciseError(f"unknown toxicity scorer {name!r}; choose one of: {', '.join(TOXICITY_SCORERS)}")
+    factory = TOXICITY_SCORERS[name]
     try:
-        return TOXICITY_SCORERS[name]()
+        return factory()
     except ExciseError:
         raise
     except Exception as error:  # noqa: BLE001 - a broken scorer install surfaces as many exception types

@@ -28,7 +28,7 @@ from excise.export.lora import write_neuron_lora
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import LoadedModel
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 
 logger = logging.getLogger(__name__)
 

@@ -8,32 +8,20 @@
 
 from __future__ import annotations
 
-from excise.errors import ExciseError
 from excise.export.base import ExportOptions, Exporter, ExportResult
 from excise.export.hf import HfExporter
 from excise.export.lora import LoraExporter
 from excise.export.shrunk import ShrunkExporter
 from excise.export.sparse import SparseExporter
+from excise.registry import Registry
 
-EXPORTERS: dict[str, Exporter] = {}
-
-
-def register_exporter(exporter: Exporter) -> Exporter:
-    if exporter.name in EXPORTERS:
-        raise ValueError(f"export format {exporter.name!r} is already registered")
-    EXPORTERS[exporter.name] = exporter
-    return exporter
-
-
+EXPORTERS: Registry[Exporter] = Registry("export format")
 for _exporter in (SparseExporter(), HfExporter(), ShrunkExporter(), LoraExporter()):
-    register_exporter(_exporter)
+    EXPORTERS.add(_exporter.name, _exporter)
 
 
 def get_exporter(name: str) -> Exporter:
-    try:
-        return EXPORTERS[name]
-    except KeyError:
-        raise ExciseError(f"unknown export format {name!r}; choose one of: {', '.join(EXPORTERS)}") from None
+    return EXPORTERS[name]
 
 
-__all__ = ["EXPORTERS", "ExportOptions", "ExportResult", "Exporter", "get_exporter", "register_exporter"]
+__all__ = ["EXPORTERS", "ExportOptions", "ExportResult", "Exporter", "get_exporter"]

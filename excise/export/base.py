@@ -9,10 +9,8 @@ from typing import Any, ClassVar
 
 from excise import __version__
 from excise.export.source import ExportSource
-from excise.artifacts.manifest import Manifest
+from excise.artifacts.manifest import README_NAME, Manifest
 from excise.artifacts.validation import MASK_KINDS
-
-README_NAME = "README.md"
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,10 @@ class ExportResult:
 
 
 class Exporter(ABC):
-    """One output format: checks its input before anything is written, writes, validates on load."""
+    """One output format: checks its input before anything is written, then writes.
+
+    What a written folder must satisfy is its kind's check in the artifact contract
+    (`excise.artifacts.validation`), which the pipeline runs before the folder is renamed into place."""
 
     name: ClassVar[str]  # the `--to` value, also the output manifest's kind
     summary: ClassVar[str]  # one line for `--help` and the README card
@@ -47,10 +48,6 @@ class Exporter(ABC):
     @abstractmethod
     def write(self, source: ExportSource, folder: Path, options: ExportOptions) -> ExportResult:
         """Write the export's files (not the manifest or card) into the empty `folder`."""
-
-    @abstractmethod
-    def validate(self, folder: Path, base_path: Path) -> None:
-        """Check an exported folder against its verified base model (headers only, no weights loaded)."""
 
 
 def write_card(folder: Path, exporter: Exporter, manifest: Manifest, command: str) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from excise.errors import ExciseError
 from excise.export.base import ExportOptions, Exporter, ExportResult
 from excise.export.source import ExportSource, load_masked, save_model_folder
-from excise.export.sparse import densify, stored_dtype
-from excise.artifacts.validation import MASK_KINDS, check_dense_against_base
+from excise.artifacts.sparse import densify, stored_dtype
+from excise.artifacts.validation import MASK_KINDS
 
 
 class HfExporter(Exporter):
@@ -38,6 +38,3 @@ class HfExporter(Exporter):
         loaded, _ = load_masked(source, self.name, dtype=options.weights_dtype)
         save_model_folder(loaded, folder)
         return ExportResult()
-
-    def validate(self, folder: Path, base_path: Path) -> None:
-        check_dense_against_base(folder, base_path)

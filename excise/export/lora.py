@@ -21,18 +21,14 @@ from safetensors.torch import save_file
 from excise.errors import ExciseError
 from excise.export.base import ExportOptions, Exporter, ExportResult
 from excise.export.source import ExportSource
+from excise.artifacts.lora import ADAPTER_WEIGHTS, PEFT_PREFIX, VLLM_LORA_RANKS, served_rank
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
 from excise.models.placement import DTYPES
-from excise.artifacts.validation import MASK_KINDS, UPDATED_KINDS, check_tensor, read_json, tensor_specs
+from excise.artifacts.validation import MASK_KINDS, UPDATED_KINDS
 
 logger = logging.getLogger(__name__)
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."
 
 
 def lora_rank(masks: MaskSet) -> tuple[int, int]:
@@ -42,9 +38,9 @@ def lora_rank(masks: MaskSet) -> tuple[int, int]:
 
 def padded_rank(needed: int) -> tuple[int, int]:
     """(`needed`, the smallest rank vLLM accepts that holds it)."""
-    for rank in VLLM_LORA_RANKS:
-        if rank >= needed:
-            return needed, rank
+    rank = served_rank(needed)
+    if rank is not None:
+        return needed, rank
     raise ExciseError(
         f"this mask removes up to {needed} neurons in one layer, more than vLLM's largest LoRA rank "
         f"({VLLM_LORA_RANKS[-1]}); export it as a dense model with --to hf (or --to shrunk) instead"
@@ -128,25 +124,3 @@ class LoraExporter(Exporter):
             metrics={"lora": {"rank": rank, "max_removed_neurons": needed}},
             notes=[f"rank {rank} (up to {needed} removed neurons in a layer, zero-padded), serve with max_lora_rank ≥ {rank}"],
         )
-
-    def validate(self, folder: Path, base_path: Path) -> None:
-        config = read_json(folder / ADAPTER_CONFIG)
-        rank = config.get("r")
-        if config.get("peft_type") != "LORA" or rank not in VLLM_LORA_RANKS or config.get("lora_alpha") != rank:
-            raise ExciseError(
-                f"{folder}/{ADAPTER_CONFIG} is not an excise LoRA (peft_type LORA, r in {VLLM_LORA_RANKS}, lora_alpha = r)"
-            )
-        if config.get("use_dora") or config.get("use_rslora"):
-            raise ExciseError(f"{folder}/{ADAPTER_CONFIG} asks for DoRA/rsLoRA, which an excise LoRA never uses")
-        base = tensor_specs(base_path)
-        tensors = tensor_specs(folder, ADAPTER_WEIGHTS)
-        if not tensors:
-            raise ExciseError(f"{folder} has no {ADAPTER_WEIGHTS}")
-        for name, (shape, dtype) in tensors.items():
-            module, _, part = name.removeprefix(PEFT_PREFIX).rpartition(".lora_")
-            target = base.get(f"{module}.weight")
-            if not name.startswith(PEFT_PREFIX) or part not in ("A.weight", "B.weight") or target is None:
-                raise ExciseError(f"{folder}: adapter tensor {name} does not belong to a layer of the base model")
-            out_features, in_features = target[0]
-            expected = (rank, in_features) if part == "A.weight" else (out_features, rank)
-            check_tensor(folder, name, shape, dtype, (expected, target[1]))

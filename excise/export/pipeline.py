@@ -12,7 +12,7 @@ from excise.export import EXPORTERS, get_exporter
 from excise.export.base import ExportOptions, write_card
 from excise.export.source import open_source
 from excise.artifacts.manifest import Manifest
-from excise.artifacts.validation import validate_artifact
+from excise.artifacts.validation import validate_derived
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,6 @@ def export_artifact(artifact: Path, to: str, out: Path, *, force: bool = False, 
         command = f"excise export {source.folder} --to {to} --out {out}" + (f" --dtype {dtype}" if dtype else "")
         write_card(tmp, exporter, manifest, command)
         manifest.save(tmp)
-        validate_artifact(tmp)  # what is renamed into place is what a server will accept
+        validate_derived(tmp, source)  # what is renamed into place passes the checks every later load runs
     logger.info("wrote %s", out)
     return manifest

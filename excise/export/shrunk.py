@@ -22,10 +22,9 @@ from excise.errors import ExciseError
 from excise.export.base import ExportOptions, Exporter, ExportResult
 from excise.export.source import ExportSource, load_masked, save_model_folder
 from excise.artifacts.masks import MaskSet
+from excise.artifacts.model_folder import read_config
 from excise.models.adapters import AttentionBlock, MlpBlock, adapter_class, get_adapter
-from excise.models.loading import read_config
 from excise.models.placement import DTYPES
-from excise.artifacts.validation import check_dense_against_base
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +148,3 @@ class ShrunkExporter(Exporter):
         save_model_folder(loaded, folder)
         shape = {"mlp_width": plan.neurons, "heads": plan.heads and plan.heads[0] * plan.heads[1]}
         return ExportResult(metrics={"shrunk": {k: v for k, v in shape.items() if v is not None}}, notes=plan.notes)
-
-    def validate(self, folder: Path, base_path: Path) -> None:
-        check_dense_against_base(folder, base_path, may_shrink=True)

@@ -20,16 +20,15 @@ from excise.models.adapters import get_adapter
 from excise.models.loading import LoadedModel, load_model
 from excise.models.placement import DTYPES
 from excise.artifacts.updates import copy_weights, load_weights
-from excise.artifacts.validation import MASK_KINDS, UPDATED_KINDS, validate_artifact
+from excise.artifacts.validation import MASK_KINDS, UPDATED_KINDS, ValidatedArtifact, validate_artifact
 
 
-@dataclass
-class ExportSource:
-    folder: Path
-    manifest: Manifest
-    base_path: Path  # the verified dense base model folder
-    masks: MaskSet | None  # None for a sparse checkpoint, which holds its weights itself
-    weights: dict[str, torch.Tensor] | None = None  # updated weights of a reconstruction
+@dataclass(frozen=True)
+class ExportSource(ValidatedArtifact):
+    """The validated input artifact (its base verified, a mask kind's masks read once), and a
+    reconstruction's updated weights. `masks` is None for a sparse checkpoint, which holds its weights itself."""
+
+    weights: dict[str, torch.Tensor] | None = None
 
     @property
     def kind(self) -> str:
@@ -46,12 +45,8 @@ class ExportSource:
 
 def open_source(folder: Path) -> ExportSource:
     validated = validate_artifact(folder)
-    kind = validated.manifest.kind
-    masks = MaskSet.load(folder) if kind in MASK_KINDS else None
-    weights = load_weights(folder) if kind in UPDATED_KINDS else None
-    return ExportSource(
-        folder=Path(folder), manifest=validated.manifest, base_path=validated.base_path, masks=masks, weights=weights
-    )
+    weights = load_weights(folder) if validated.manifest.kind in UPDATED_KINDS else None
+    return ExportSource(validated.folder, validated.manifest, validated.base_path, validated.masks, weights)
 
 
 @torch.no_grad()

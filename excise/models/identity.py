@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from excise.artifacts.hashing import cached_sha256
 from excise.artifacts.manifest import BaseModelRef
-from excise.models.loading import read_config, resolve_model_path
+from excise.artifacts.model_folder import read_config, weights_sha256
+from excise.models.loading import resolve_model_path
 
-
-def weights_sha256(folder: Path) -> str:
-    """SHA-256 over the folder's safetensors files as they are now (one file: its hash; several:
-    the hash of their sorted names and hashes). Always computed from the files, never taken from a
-    record, so modified weights never match; `cached_sha256` keeps this cheap on repeated loads."""
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if len(files) == 1:
-        return cached_sha256(files[0])
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}:{cached_sha256(path)}\n".encode())
-    return digest.hexdigest()
+__all__ = ["base_model_ref", "weights_sha256"]
 
 
 def base_model_ref(spec: str | Path) -> BaseModelRef:

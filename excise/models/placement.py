@@ -27,15 +27,21 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class ComputeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    device: str = "cpu"
+    # the descriptions are the command line's --help (`excise.cli.options`)
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or mps")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="the model's dtype for the job; scores are summed in fp32 whatever it is"
+        "float32", description="the model's dtype for the job; scores are summed in float32 in every dtype"
     )
     device_map: str | dict[str, int | str] | None = Field(
-        None, description="accelerate placement (auto, balanced, ... or module -> device); takes the place of device"
+        None,
+        description="spread the model over devices with accelerate: auto, balanced, sequential, or a JSON module -> "
+        "device map (GPU indices, cpu); replaces --device. A map that offloads weights (disk, or cpu beside GPUs) is "
+        "refused: the job's masks change weights, which an offload store would not keep",
     )
     recompute: bool = Field(
-        False, description="recompute each decoder layer in the scorer's backward pass instead of keeping it"
+        False,
+        description="recompute each decoder layer in the backward pass instead of keeping its activations: memory "
+        "about one layer's worth, time about one more forward pass (lrp, gradient, eap)",
     )
 
     @field_validator("device_map")

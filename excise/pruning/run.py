@@ -26,109 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from excise import scoring
 from excise.artifacts.atomic import atomic_folder, write_json
-from excise.data.windows import DataSpec, token_windows
+from excise.data.windows import token_windows
 from excise.errors import ExciseError
-from excise.evaluation.perplexity import default_evaluation_spec, perplexity
+from excise.evaluation.perplexity import perplexity
 from excise.home import excise_home
 from excise.artifacts.manifest import BaseModelRef, Manifest, MethodInfo
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import ModelAdapter, get_adapter
 from excise.models.identity import base_model_ref
 from excise.models.loading import LoadedModel, load_job_model
-from excise.models.placement import ComputeSettings
-from excise.pruning.reconstruction import (
-    SPARSEGPT,
-    ReconstructionConfig,
-    fixed_rules,
-    reconstruct,
-    saliency_granularities,
-    saliency_rules,
-)
+from excise.pruning.config import PruneConfig
+from excise.pruning.reconstruction import SPARSEGPT, fixed_rules, reconstruct, saliency_rules
 from excise.scoring.run import peak_rss_bytes
 from excise.artifacts.scores import SCORES_FILE, Scores
-from excise.scoring.support import check_method_unit, check_recompute
-from excise.selection import get_selection, selection_names
+from excise.selection import SELECTIONS
 from excise.artifacts.updates import save_weights
 
 logger = logging.getLogger(__name__)
 
 README_NAME = "README.md"
-#: Scorer parameters pruning uses unless given. LRP: summing |each token's relevance| beats the
-#: paper's |relevance summed over a sample| at 50%, 60% and 2:4 on both corpora, at the same
-#: cost (benchmarks/results/pruning.md); `--param aggregation=absolute` is the paper's rule.
-PRUNE_SCORER_DEFAULTS: dict[str, dict[str, Any]] = {"lrp": {"aggregation": "token_absolute"}}
 #: bump when the perplexity protocol changes, so cached "before" values are not reused
 PERPLEXITY_CACHE_VERSION = 1
-
-
-class PruneConfig(ComputeSettings):
-    """Everything that determines a mask artifact; saved (resolved) into its manifest."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "smollm2"
-    method: str | None = Field(
-        None, description="scorer, or sparsegpt (chooses and re-fits itself); taken from the scores artifact with from_scores"
-    )
-    sparsity: float = Field(ge=0.0, lt=1.0)
-    granularity: str = "row"
-    calibration: DataSpec = DataSpec(split="calibration", count=64, length=512, order="random")
-    evaluation: DataSpec | None = Field(default_factory=default_evaluation_spec, description="None: no perplexity")
-    save_scores: bool = False
-    from_scores: Path | None = None
-    seed: int = Field(0, description="torch seed while scoring (the calibration draw has its own, in its spec)")
-    batch_size: int = Field(1, ge=1, description="reference windows per scoring step")
-    params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
-    selection_params: dict[str, Any] = Field(
-        default_factory=dict, description="selection parameters (nm: m; row: allocation=relevance, delta)"
-    )
-    reconstruct: bool = Field(False, description="re-fit the kept weights with SparseGPT's update (always for sparsegpt)")
-    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, method: str | None) -> str | None:
-        if method is not None and method not in (*scoring.SCORERS, SPARSEGPT):
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join([*scoring.SCORERS, SPARSEGPT])}")
-        return method
-
-    @field_validator("granularity")
-    @classmethod
-    def _known_granularity(cls, granularity: str) -> str:
-        if granularity not in selection_names():
-            raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(selection_names())}")
-        return granularity
-
-    @model_validator(mode="after")
-    def _method_or_scores(self) -> PruneConfig:
-        if self.method is None and self.from_scores is None:
-            raise ValueError("give a method to score with, or from_scores to reuse saved scores")
-        if self.from_scores is None:
-            self.params = PRUNE_SCORER_DEFAULTS.get(self.method, {}) | self.params
-        if self.method == SPARSEGPT:
-            if self.granularity not in saliency_granularities():
-                raise ValueError(
-                    f"sparsegpt chooses single weights: granularity must be one of {', '.join(saliency_granularities())}"
-                )
-            if self.save_scores or self.from_scores or self.params:
-                raise ValueError("sparsegpt makes no scores: drop save_scores, from_scores and scorer params")
-            if self.selection_params.get("allocation", "uniform") != "uniform":
-                raise ValueError("sparsegpt has no scores to allocate per-layer sparsity from; use allocation=uniform")
-        if self.reconstructs and get_selection(self.granularity).unit != "weight":
-            raise ValueError(f"reconstruction re-fits single weights; granularity {self.granularity!r} removes units")
-        if self.reconstructs and self.dtype != "float32":
-            raise ValueError("reconstruction re-fits the kept weights in float32, the base's dtype; drop dtype")
-        check_method_unit(self.method, get_selection(self.granularity).unit, self.granularity)
-        check_recompute(self.method, self.recompute)
-        return self
-
-    @property
-    def reconstructs(self) -> bool:
-        return self.reconstruct or self.method == SPARSEGPT
 
 
 @dataclass
@@ -149,7 +69,7 @@ def prune(config: PruneConfig, out: Path, *, force: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not force:
         raise ExciseError(f"{out} already exists; choose another --out or pass --force to replace it")
-    selection = get_selection(config.granularity)
+    selection = SELECTIONS[config.granularity]
     selection.check(config.sparsity, config.selection_params)
     base = base_model_ref(config.model)  # refuses unknown architectures before anything loads
     saved = _load_saved_scores(config.from_scores, base) if config.from_scores else None
@@ -227,6 +147,7 @@ def _manifest(
         timings=scored.timings | timings,
         resources=scored.resources,
         parent=scored.parent,
+        config=config.model_dump(mode="json"),
     )
 
 

@@ -9,18 +9,23 @@ Methods (`SCORERS`): lrp, gradient, eap, wanda, magnitude, activation; targets (
 next_token (default), predicted_token, task_correct, task_logit_diff.
 """
 
-# importing the method modules registers them
-from excise.scoring import activation, eap, gradient, lrp, magnitude, wanda  # noqa: F401
-from excise.scoring.base import GRANULARITIES, SCORERS, Scorer, ScorerConfig, kv_group_scores, register_scorer
+from excise.scoring.activation import ActivationScorer
+from excise.scoring.base import SCORERS, Scorer, ScorerConfig, kv_group_scores
 from excise.scoring.batches import ReferenceBatch, ReferenceData, TaskTarget, as_batches
-from excise.scoring.gradient import RelevanceConfig
+from excise.scoring.eap import EapScorer
+from excise.scoring.gradient import GradientScorer, RelevanceConfig
+from excise.scoring.lrp import LrpScorer
+from excise.scoring.magnitude import MagnitudeScorer
+from excise.scoring.wanda import WandaScorer
 from excise.scoring.run import ScoringResult, score_model
 from excise.artifacts.scores import Scores
-from excise.scoring.targets import TARGETS, Target, get_target, register_target
+from excise.scoring.targets import TARGETS, Target, get_target
 from excise.scoring.worker import score_in_worker
 
+for _scorer in (ActivationScorer, EapScorer, GradientScorer, LrpScorer, MagnitudeScorer, WandaScorer):
+    SCORERS.add(_scorer.name, _scorer)
+
 __all__ = [
-    "GRANULARITIES",
     "SCORERS",
     "TARGETS",
     "ReferenceBatch",
@@ -35,8 +40,6 @@ __all__ = [
     "as_batches",
     "get_target",
     "kv_group_scores",
-    "register_scorer",
-    "register_target",
     "score_in_worker",
     "score_model",
 ]

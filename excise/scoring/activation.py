@@ -11,13 +11,12 @@ from contextlib import contextmanager
 
 import torch
 
-from excise.scoring.base import Scorer, register_scorer
+from excise.scoring.base import Scorer
 from excise.scoring.batches import ReferenceBatch
 from excise.scoring.hooks import HookSet
 from excise.artifacts.scores import Scores
 
 
-@register_scorer
 class ActivationScorer(Scorer):
     name = "activation"
     supported_granularities = ("neuron", "head")

@@ -29,12 +29,11 @@ from excise.errors import ExciseError
 from excise.models.adapters import ModelAdapter
 from excise.scoring.batches import ReferenceBatch
 from excise.models.placement import execution_device
+from excise.registry import Registry
 from excise.scoring.hooks import HookSet
 from excise.artifacts.scores import Scores
+from excise.artifacts.units import UNITS
 from excise.scoring.targets import Target
-
-GRANULARITIES = ("weight", "neuron", "head")
-
 
 class ScorerConfig(BaseModel):
     """Per-method parameters; a method with none uses this empty config."""
@@ -45,7 +44,7 @@ class ScorerConfig(BaseModel):
 class Scorer(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
-    supported_granularities: ClassVar[tuple[str, ...]] = GRANULARITIES
+    supported_granularities: ClassVar[tuple[str, ...]] = UNITS
     #: False for scorers that look only at the weights (no reference data, no steps)
     needs_data: ClassVar[bool] = True
     #: True for scorers that compare each prompt with its corrupted counterpart (EAP)
@@ -132,21 +131,12 @@ class Scorer(ABC):
         return scores
 
 
-SCORERS: dict[str, type[Scorer]] = {}
-
-
-def register_scorer(scorer: type[Scorer]) -> type[Scorer]:
-    if scorer.name in SCORERS:
-        raise ValueError(f"scorer {scorer.name!r} is already registered ({SCORERS[scorer.name].__name__})")
-    SCORERS[scorer.name] = scorer
-    return scorer
+#: filled in `excise.scoring`'s `__init__`, one entry per method module
+SCORERS: Registry[type[Scorer]] = Registry("scoring method")
 
 
 def scorer_class(name: str) -> type[Scorer]:
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ExciseError(f"unknown scoring method {name!r}; choose one of {', '.join(sorted(SCORERS))}") from None
+    return SCORERS[name]
 
 
 def unit_scores(

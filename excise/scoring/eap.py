@@ -19,13 +19,12 @@ from contextlib import ExitStack, contextmanager
 import torch
 
 from excise.errors import ExciseError
-from excise.scoring.base import Scorer, register_scorer
+from excise.scoring.base import Scorer
 from excise.scoring.batches import ReferenceBatch
 from excise.scoring.hooks import HookSet, activation_gradients, on_gradient
 from excise.artifacts.scores import Scores
 
 
-@register_scorer
 class EapScorer(Scorer):
     name = "eap"
     supported_granularities = ("neuron", "head")

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from excise.scoring.base import Scorer, ScorerConfig, register_scorer
+from excise.scoring.base import Scorer, ScorerConfig
 from excise.scoring.batches import ReferenceBatch
 from excise.models.placement import weight_of
 from excise.scoring.hooks import HookSet, activation_gradients, on_gradient
@@ -115,7 +115,6 @@ class GradientTimesInputScorer(Scorer):
         return scores
 
 
-@register_scorer
 class GradientScorer(GradientTimesInputScorer):
     """|W * grad| of the plain loss: per-sample mean next-token NLL on LM data, the task
     objective for task targets."""

@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from excise.lrp import lrp_patched
-from excise.scoring.base import register_scorer
 from excise.scoring.gradient import GradientTimesInputScorer
 
 
-@register_scorer
 class LrpScorer(GradientTimesInputScorer):
     name = "lrp"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from excise.scoring.base import Scorer, register_scorer, unit_scores
+from excise.scoring.base import Scorer, unit_scores
 from excise.models.placement import weight_of
 from excise.artifacts.scores import Scores
 
 
-@register_scorer
 class MagnitudeScorer(Scorer):
     name = "magnitude"
     needs_data = False

@@ -30,10 +30,11 @@ from tqdm import tqdm
 
 from excise.errors import ExciseError
 from excise.models.adapters import get_adapter
-from excise.scoring.base import GRANULARITIES, Scorer, ScorerConfig, scorer_class
+from excise.scoring.base import Scorer, ScorerConfig, scorer_class
 from excise.scoring.batches import ReferenceBatch, ReferenceData, as_batches, shard
 from excise.scoring.recompute import layer_recomputation
 from excise.artifacts.scores import Scores
+from excise.artifacts.units import UNITS
 from excise.scoring.support import check_recompute
 from excise.scoring.targets import Target, get_target
 
@@ -98,10 +99,10 @@ def _all_reduce(scorer: Scorer, samples: int, tokens: int) -> tuple[int, int]:
 
 def _check_granularities(granularities) -> set[str]:
     granularities = set(granularities)
-    unknown = granularities - set(GRANULARITIES)
+    unknown = granularities - set(UNITS)
     if unknown or not granularities:
         raise ExciseError(
-            f"unknown granularity {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(GRANULARITIES)}"
+            f"unknown granularity {', '.join(sorted(unknown)) or '(none given)'}; choose from {', '.join(UNITS)}"
         )
     return granularities
 

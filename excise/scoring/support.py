@@ -9,8 +9,15 @@ any model is loaded or scored.
 from __future__ import annotations
 
 
-def check_method_unit(method: str | None, unit: str, granularity: str | None = None) -> None:
-    """Raise ValueError (a config validation error) when `method` cannot score `unit`s."""
+def check_method(method: str | None, unit: str, *, recompute: bool = False, granularity: str | None = None) -> None:
+    """The check every config (prune, correct, circuit) makes of its method: raise ValueError (a
+    config validation error) when `method` cannot score `unit`s (asked as `granularity`, a
+    selection, in prune) or cannot recompute layers."""
+    _check_unit(method, unit, granularity)
+    check_recompute(method, recompute)
+
+
+def _check_unit(method: str | None, unit: str, granularity: str | None) -> None:
     from excise.scoring import SCORERS  # importing the package registers the methods
 
     scorer = SCORERS.get(method) if method is not None else None

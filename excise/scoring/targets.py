@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 
 from excise.errors import ExciseError
+from excise.registry import Registry
 from excise.scoring.batches import ReferenceBatch
 
 
@@ -33,30 +34,12 @@ class Target(ABC):
             raise ExciseError(f"target {self.name!r} needs task batches (position and correct token per sample)")
 
 
-TARGETS: dict[str, Target] = {}
-
-
-def register_target(target: type[Target]) -> type[Target]:
-    if target.name in TARGETS:
-        raise ValueError(f"target {target.name!r} is already registered")
-    TARGETS[target.name] = target()
-    return target
-
-
-def get_target(name: str) -> Target:
-    try:
-        return TARGETS[name]
-    except KeyError:
-        raise ExciseError(f"unknown target {name!r}; choose one of {', '.join(sorted(TARGETS))}") from None
-
-
 def _next_token_mask(batch: ReferenceBatch) -> torch.Tensor:
     """`[B, T-1]`: position t predicts token t+1; both must be real tokens, and t+1 a scored one
     (with a `scored` mask only the continuation's tokens are targets, the prompt is context)."""
     return batch.mask[:, :-1] * batch.scored_mask[:, 1:]
 
 
-@register_target
 class NextToken(Target):
     """Logit of each position's actual next token, summed over the positions of a sample."""
 
@@ -74,7 +57,6 @@ class NextToken(Target):
         return (nll * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-@register_target
 class PredictedToken(Target):
     """Each position's largest logit (the model's own prediction), summed over positions."""
 
@@ -89,7 +71,6 @@ def _task_logits(logits: torch.Tensor, batch: ReferenceBatch, tokens: torch.Tens
     return logits[rows, batch.target.position, tokens]  # [B]
 
 
-@register_target
 class TaskCorrect(Target):
     """Logit of the correct token at the task position."""
 
@@ -100,7 +81,6 @@ class TaskCorrect(Target):
         return _task_logits(logits, batch, batch.target.correct)
 
 
-@register_target
 class TaskLogitDiff(Target):
     """Correct minus incorrect logit at the task position (e.g. IOI: ' Mary' - ' John')."""
 
@@ -114,3 +94,12 @@ class TaskLogitDiff(Target):
 
     def objective(self, logits, batch):
         return _task_logits(logits, batch, batch.target.correct) - _task_logits(logits, batch, batch.target.incorrect)
+
+
+TARGETS: Registry[Target] = Registry("target")
+for _target in (NextToken(), PredictedToken(), TaskCorrect(), TaskLogitDiff()):
+    TARGETS.add(_target.name, _target)
+
+
+def get_target(name: str) -> Target:
+    return TARGETS[name]

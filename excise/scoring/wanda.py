@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from excise.errors import ExciseError
-from excise.scoring.base import Scorer, register_scorer, unit_scores
+from excise.scoring.base import Scorer, unit_scores
 from excise.scoring.batches import ReferenceBatch
 from excise.models.placement import weight_of
 from excise.scoring.hooks import HookSet
 from excise.artifacts.scores import Scores
 
 
-@register_scorer
 class WandaScorer(Scorer):
     name = "wanda"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from excise.errors import ExciseError
-from excise.selection.base import Selection, Unit, keep_highest, removal_count
+from excise.registry import Registry
+from excise.selection.base import Selection, keep_highest, removal_count
 from excise.selection.head import HeadSelection
 from excise.selection.layer import LayerSelection
 from excise.selection.neuron import NeuronSelection
@@ -11,42 +11,20 @@ from excise.selection.nm import NmSelection
 from excise.selection.overall import GlobalSelection
 from excise.selection.row import RowSelection
 
-SELECTIONS: dict[str, Selection] = {}
-
-
-def register_selection(selection: Selection) -> Selection:
-    if selection.name in SELECTIONS:
-        raise ValueError(f"selection {selection.name!r} is already registered")
-    SELECTIONS[selection.name] = selection
-    return selection
-
-
-register_selection(RowSelection())
-register_selection(LayerSelection())
-register_selection(GlobalSelection())
-register_selection(NeuronSelection())
-register_selection(HeadSelection())
-register_selection(NmSelection())
-
-
-def selection_names() -> list[str]:
-    return list(SELECTIONS)
+#: `excise prune --selection` (alias `--granularity`) names one of these
+SELECTIONS: Registry[Selection] = Registry("granularity")
+for _selection in (RowSelection(), LayerSelection(), GlobalSelection(), NeuronSelection(), HeadSelection(), NmSelection()):
+    SELECTIONS.add(_selection.name, _selection)
 
 
 def get_selection(name: str) -> Selection:
-    try:
-        return SELECTIONS[name]
-    except KeyError:
-        raise ExciseError(f"unknown granularity {name!r}; choose one of: {', '.join(SELECTIONS)}") from None
+    return SELECTIONS[name]
 
 
 __all__ = [
     "SELECTIONS",
     "Selection",
-    "Unit",
     "get_selection",
     "keep_highest",
-    "register_selection",
     "removal_count",
-    "selection_names",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -21,9 +21,7 @@ from excise.errors import ExciseError
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import ModelAdapter
 from excise.artifacts.scores import Scores
-
-Unit = Literal["weight", "neuron", "head"]
-
+from excise.artifacts.units import Unit
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")

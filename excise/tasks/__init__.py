@@ -4,10 +4,12 @@ Built in: `ioi` (generated Indirect Object Identification). User tasks: a JSONL
 file with `prompt`, `correct`, `incorrect` per line.
 """
 
-from excise.tasks import ioi  # noqa: F401  (registers the built-in task)
 from excise.tasks.base import TaskBatch, TaskExample, encode_examples
+from excise.tasks.ioi import IoiTask
 from excise.tasks.metrics import TaskScore, evaluate_task, task_logits
-from excise.tasks.registry import TASKS, Task, TaskSplit, load_task, register_task, split_task
+from excise.tasks.registry import TASKS, Task, TaskSplit, load_task, split_task
+
+TASKS.add(IoiTask.name, IoiTask)
 
 __all__ = [
     "TASKS",
@@ -19,7 +21,6 @@ __all__ = [
     "encode_examples",
     "evaluate_task",
     "load_task",
-    "register_task",
     "split_task",
     "task_logits",
 ]

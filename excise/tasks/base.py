@@ -1,4 +1,4 @@
-"""What a task is: prompts, each with a correct and an incorrect next token, and its metrics.
+"""What a task is (`Task`): prompts, each with a correct and an incorrect next token, and its metrics.
 
 A `TaskExample` holds text; `encode_examples` turns a list of them into a
 `TaskBatch` of token ids for a given tokenizer, checking that every prompt
@@ -11,7 +11,9 @@ prompts where it is positive.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -112,3 +114,15 @@ def _pad(rows: list[list[int]], correct: list[int], incorrect: list[int], *, pad
         correct_ids=torch.tensor(correct),
         incorrect_ids=torch.tensor(incorrect),
     )
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    #: whether a continuation that is not one token is an error (else: first token, with a warning)
+    strict_tokens: ClassVar[bool]
+    #: whether every example has a corrupted counterpart (for corrupted ablation and EAP)
+    has_corrupted: bool = False
+
+    @abstractmethod
+    def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
+        """Up to `count` examples in a seeded order (a file task may have fewer)."""

@@ -15,8 +15,7 @@ from __future__ import annotations
 import random
 
 from excise.errors import ExciseError
-from excise.tasks.base import TaskExample
-from excise.tasks.registry import Task, register_task
+from excise.tasks.base import Task, TaskExample
 
 # {a} and {b} are the two names introduced first, {c} is the repeated subject.
 TEMPLATES = (
@@ -96,5 +95,3 @@ class IoiTask(Task):
                 out.append(example)
         return out
 
-
-register_task(IoiTask)

@@ -15,8 +15,7 @@ import random
 from pathlib import Path
 
 from excise.errors import ExciseError
-from excise.tasks.base import TaskExample
-from excise.tasks.registry import Task
+from excise.tasks.base import Task, TaskExample
 
 FIELDS = ("prompt", "correct", "incorrect")
 

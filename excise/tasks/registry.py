@@ -1,4 +1,4 @@
-"""The task interface, the registry of built-in tasks, and the reference / held-out split.
+"""The registry of built-in tasks, and the reference / held-out split.
 
 `load_task(spec)` takes a built-in name ("ioi") or a path to a JSONL file of user
 prompts. `split_task` draws the examples once (seeded) and cuts them into a
@@ -8,45 +8,24 @@ evaluation), which never share a prompt.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from excise.errors import ExciseError
-from excise.tasks.base import TaskBatch, TaskExample, encode_examples
+from excise.registry import Registry
+from excise.tasks.base import Task, TaskBatch, TaskExample, encode_examples
+from excise.tasks.jsonl import JsonlTask
 
-
-class Task(ABC):
-    name: ClassVar[str]
-    #: whether a continuation that is not one token is an error (else: first token, with a warning)
-    strict_tokens: ClassVar[bool]
-    #: whether every example has a corrupted counterpart (for corrupted ablation and EAP)
-    has_corrupted: bool = False
-
-    @abstractmethod
-    def examples(self, tokenizer, count: int, seed: int) -> list[TaskExample]:
-        """Up to `count` examples in a seeded order (a file task may have fewer)."""
-
-
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(task: type[Task]) -> type[Task]:
-    if task.name in TASKS:
-        raise ValueError(f"task {task.name!r} is already registered by {TASKS[task.name].__name__}")
-    TASKS[task.name] = task
-    return task
+#: the built-in tasks, listed in `excise.tasks`' `__init__`
+TASKS: Registry[type[Task]] = Registry("task", unknown="unknown task {name!r}; choose one of {choices} or give a FILE.jsonl")
 
 
 def load_task(spec: str) -> Task:
-    from excise.tasks.jsonl import JsonlTask
-
     if spec in TASKS:
         return TASKS[spec]()
     if spec.endswith(".jsonl"):
         return JsonlTask(Path(spec))
-    raise ExciseError(f"unknown task {spec!r}; choose one of {', '.join(sorted(TASKS))} or give a FILE.jsonl")
+    raise ExciseError(TASKS.unknown_message(spec))
 
 
 @dataclass

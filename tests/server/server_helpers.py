@@ -22,10 +22,10 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 import tiny_models
+from excise.artifacts.lora import served_rank
 from tiny_models import build_tiny_llama_vllm  # noqa: F401  (re-exported for the server tests)
 
 REPO = Path(__file__).resolve().parents[2]
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 # The shared server of the server tests (tests/server/conftest.py).
@@ -77,7 +77,7 @@ def peft_lora(base: Path, out: Path, neurons: dict[int, list[int]]) -> Path:
     removal of MLP neurons, B = -W_down[:, S], A = E_S^T, rank padded, scaling 1."""
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     width = max(len(s) for s in neurons.values())
-    rank = next(r for r in LORA_RANKS if r >= width)
+    rank = served_rank(width)
     tensors = {}
     for layer, chosen in neurons.items():
         w_down = model.model.layers[layer].mlp.down_proj.weight.detach()  # [hidden, intermediate]

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from excise.models.embedded import embedded_path
+from excise.artifacts.model_folder import embedded_path
 from server.config import EngineOptions
 from server.engines import EngineSpec
 from server.ui_routes import describe

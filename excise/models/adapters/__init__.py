@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from excise.errors import ExciseError
 from excise.models.adapters.base import (
     AttentionBlock,
     DecoderLayer,
@@ -13,33 +12,21 @@ from excise.models.adapters.base import (
 )
 from excise.models.adapters.llama import LlamaAdapter
 from excise.models.adapters.opt import OptAdapter
+from excise.registry import Registry
 
-ADAPTERS: dict[str, type[ModelAdapter]] = {}
-
-
-def register_adapter(adapter: type[ModelAdapter]) -> type[ModelAdapter]:
-    for model_type in adapter.model_types:
-        if model_type in ADAPTERS:
-            raise ValueError(f"model_type {model_type!r} already has adapter {ADAPTERS[model_type].__name__}")
-        ADAPTERS[model_type] = adapter
-    return adapter
-
-
-register_adapter(LlamaAdapter)
-register_adapter(OptAdapter)
-
-
-def supported_model_types() -> list[str]:
-    return sorted(ADAPTERS)
+#: by `config.json`'s `model_type`; one adapter serves every type it lists
+ADAPTERS: Registry[type[ModelAdapter]] = Registry(
+    "model type",
+    unknown="model type {name!r} is not supported; supported: {choices}",
+    duplicate="model_type {name!r} already has adapter {existing}",
+)
+for _adapter in (LlamaAdapter, OptAdapter):
+    for _model_type in _adapter.model_types:
+        ADAPTERS.add(_model_type, _adapter)
 
 
 def adapter_class(model_type: str) -> type[ModelAdapter]:
-    try:
-        return ADAPTERS[model_type]
-    except KeyError:
-        raise ExciseError(
-            f"model type {model_type!r} is not supported; supported: {', '.join(supported_model_types())}"
-        ) from None
+    return ADAPTERS[model_type]
 
 
 def get_adapter(model: nn.Module) -> ModelAdapter:
@@ -54,6 +41,4 @@ __all__ = [
     "ModelAdapter",
     "adapter_class",
     "get_adapter",
-    "register_adapter",
-    "supported_model_types",
 ]

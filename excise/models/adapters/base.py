@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import reduce
 from typing import ClassVar
 
 from torch import nn
 
+from excise.artifacts.families import Family
 from excise.errors import ExciseError
 
 
@@ -56,26 +58,52 @@ class DecoderLayer:
     norms: tuple[nn.Module, ...]
 
 
-class ModelAdapter(ABC):
-    """Knows where things are in one model family; built around a loaded model."""
+def submodule(root: nn.Module, path: str) -> nn.Module:
+    """The module at dotted `path` under `root` (a path of `excise.artifacts.families`)."""
+    return reduce(getattr, path.split("."), root)
 
+
+class ModelAdapter(ABC):
+    """Knows where things are in one model family; built around a loaded model.
+
+    Config keys and module names come from the family's `excise.artifacts.families.Family`,
+    which the artifact contract reads too; a subclass adds what needs the loaded model."""
+
+    family: ClassVar[Family]
     model_types: ClassVar[tuple[str, ...]]
-    #: name of the config field holding the MLP width (changed by structured pruning)
     mlp_width_key: ClassVar[str]
-    #: per model_type, the config fields (query heads, key/value heads, head size) through which a
-    #: model with fewer heads per layer is expressed; absent where transformers or vLLM cannot
-    head_config_keys: ClassVar[dict[str, tuple[str, str, str]]] = {}
+    head_config_keys: ClassVar[dict[str, tuple[str, str, str]]]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "family" in cls.__dict__:
+            cls.model_types = cls.family.model_types
+            cls.mlp_width_key = cls.family.mlp_width_key
+            cls.head_config_keys = cls.family.head_config_keys
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
 
-    @abstractmethod
     def layer_modules(self) -> list[nn.Module]:
         """The decoder layers in order."""
+        return list(submodule(self.model, self.family.layers))
 
-    @abstractmethod
-    def describe_layer(self, index: int, layer: nn.Module) -> DecoderLayer: ...
+    def describe_layer(self, index: int, layer: nn.Module) -> DecoderLayer:
+        num_heads = self.config.num_attention_heads
+        q, k, v, o = (submodule(layer, path) for path in self.family.attention)
+        attention = AttentionBlock(
+            q_proj=q, k_proj=k, v_proj=v, o_proj=o,
+            num_heads=num_heads,
+            num_kv_heads=getattr(self.config, "num_key_value_heads", None) or num_heads,
+            head_dim=getattr(self.config, "head_dim", None) or self.config.hidden_size // num_heads,
+        )
+        mlp = MlpBlock(
+            inputs=tuple(submodule(layer, path) for path in self.family.mlp_inputs),
+            output=submodule(layer, self.family.mlp_output),
+        )
+        return DecoderLayer(index=index, attention=attention, mlp=mlp,
+                            norms=tuple(submodule(layer, path) for path in self.family.norms))
 
     @abstractmethod
     def embeddings(self) -> tuple[nn.Module, ...]: ...

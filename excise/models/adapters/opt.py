@@ -6,35 +6,13 @@ import sys
 
 from torch import nn
 
+from excise.artifacts.families import OPT
 from excise.errors import ExciseError
-from excise.models.adapters.base import AttentionBlock, DecoderLayer, MlpBlock, ModelAdapter
+from excise.models.adapters.base import ModelAdapter
 
 
 class OptAdapter(ModelAdapter):
-    model_types = ("opt",)
-    mlp_width_key = "ffn_dim"
-
-    def layer_modules(self) -> list[nn.Module]:
-        return list(self.model.model.decoder.layers)
-
-    def describe_layer(self, index: int, layer: nn.Module) -> DecoderLayer:
-        attn = layer.self_attn
-        num_heads = self.config.num_attention_heads
-        attention = AttentionBlock(
-            q_proj=attn.q_proj,
-            k_proj=attn.k_proj,
-            v_proj=attn.v_proj,
-            o_proj=attn.out_proj,
-            num_heads=num_heads,
-            num_kv_heads=num_heads,
-            head_dim=self.config.hidden_size // num_heads,
-        )
-        return DecoderLayer(
-            index=index,
-            attention=attention,
-            mlp=MlpBlock(inputs=(layer.fc1,), output=layer.fc2),
-            norms=(layer.self_attn_layer_norm, layer.final_layer_norm),
-        )
+    family = OPT
 
     def embeddings(self) -> tuple[nn.Module, ...]:
         decoder = self.model.model.decoder

@@ -58,6 +58,7 @@ def test_circuit_command_writes_the_artifact(tiny_llama_dir, task_file, tmp_path
     manifest = Manifest.load(out)  # verifies every file's hash
     assert manifest.kind == "circuit" and manifest.method.granularity == "head"
     assert manifest.method.params["ablation"] == "mean" and manifest.method.params["scope"] == "global"
+    assert manifest.config["granularity"] == "head" and manifest.config["scope"] == "global"  # resolved
     assert {"masks.safetensors", "circuit.json", "circuit.dot", "curve.json", "curve.png", "heatmap.png", "README.md"} <= set(manifest.files)
     curve = json.loads((out / "curve.json").read_text())
     chosen = curve["chosen"]

@@ -9,7 +9,7 @@ from excise.behaviours import UndesiredText, undesired_batches
 from excise.export.lora import write_neuron_lora
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 
 
 def brute_auroc(positives, negatives) -> float:

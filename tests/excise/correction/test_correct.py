@@ -5,7 +5,7 @@ from excise.behaviours import EvaluationSettings, get_behaviour
 from excise.cli.main import main
 from excise.correction.run import CorrectConfig, choose, contrastive_scores, correct, remove_lowest
 from excise.errors import ExciseError
-from excise.evaluation.toxicity import TOXICITY_SCORERS, register_toxicity_scorer
+from excise.evaluation.toxicity import TOXICITY_SCORERS
 from excise.artifacts.manifest import Manifest
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
@@ -118,6 +118,7 @@ def test_correct_writes_a_valid_artifact_removing_exactly_k(tiny_llama_dir, tmp_
     assert low <= metrics["repetition"]["after"]["repetitive_share"] <= high
     assert metrics["generation"]["calls"] and {c["backend"] for c in metrics["generation"]["calls"]} == {"transformers"}
     assert manifest.method.name == "wanda" and manifest.method.params["contrast"] == "general - undesired"
+    assert manifest.config == tiny_config(tiny_llama_dir).model_dump(mode="json")
     # the recorded perplexity after is the masked model's
     loaded = load_model(tiny_llama_dir)
     masks.apply(get_adapter(loaded.model))
@@ -167,7 +168,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
     def broken():
         raise OSError("model file is truncated")
 
-    register_toxicity_scorer("broken-for-test", broken)
+    TOXICITY_SCORERS.add("broken-for-test", broken)
     try:
         code, err = cli(capsys, "--model", str(tiny_llama_dir), "--out", str(tmp_path / "fix"), *args)
     finally:
@@ -191,7 +192,7 @@ def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, t
     from excise.correction.run import build_references, score_contrast
     from excise.defaults import SERVE_CORRECT
     from excise.evaluation.variants import VariantEvaluator
-    from excise.correction.neuron_scales import NeuronScales
+    from excise.evaluation.neuron_scales import NeuronScales
     from excise.correction.protocol import measure_variants
 
     config = SERVE_CORRECT.model_copy(update={"model": str(smollm2_dir)})

@@ -8,7 +8,6 @@ from excise.evaluation.toxicity import (
     ToxicityProtocol,
     evaluate_toxicity,
     load_toxicity_scorer,
-    register_toxicity_scorer,
     summarize_toxicity,
 )
 from excise.models.loading import load_model
@@ -65,7 +64,7 @@ def test_protocol_defaults_are_realtoxicityprompts():
 
 def test_registry_refuses_duplicates_and_unknown_names():
     with pytest.raises(ValueError, match="already registered"):
-        register_toxicity_scorer("profanity-check", lambda: None)
+        TOXICITY_SCORERS.add("profanity-check", lambda: None)
     with pytest.raises(ExciseError, match="unknown toxicity scorer"):
         load_toxicity_scorer("no-such-scorer")
 
@@ -74,7 +73,7 @@ def test_a_scorer_that_fails_to_load_is_one_excise_error():
     def broken():
         import correction_no_such_classifier  # noqa: F401 - a real import failure
 
-    register_toxicity_scorer("broken-for-test", broken)
+    TOXICITY_SCORERS.add("broken-for-test", broken)
     try:
         with pytest.raises(ExciseError, match="failed to load"):
             load_toxicity_scorer("broken-for-test")

@@ -6,7 +6,7 @@ from excise.evaluation.variants import VariantEvaluator
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
-from excise.correction.neuron_scales import NeuronScales
+from excise.evaluation.neuron_scales import NeuronScales
 
 GREEDY = SamplingConfig(greedy=True, max_new_tokens=6)
 PROMPTS = ["hello there", "a much longer prompt than the first one"]

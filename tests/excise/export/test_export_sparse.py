@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from excise.errors import ExciseError
 from excise.export.pipeline import export_artifact
-from excise.export.sparse import BITMASK, METADATA_KEY, VALUES, decode_file
+from excise.artifacts.sparse import BITMASK, METADATA_KEY, VALUES, decode_file
 from excise.artifacts.manifest import Manifest
 
 from export_helpers import row_masks

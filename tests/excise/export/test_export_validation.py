@@ -9,8 +9,10 @@ from safetensors.torch import load_file, save_file
 
 from excise.errors import ExciseError
 from excise.export.pipeline import export_artifact
+from excise.artifacts import validation
 from excise.artifacts.manifest import MANIFEST_NAME, Manifest
-from excise.artifacts.validation import validate_artifact
+from excise.artifacts.masks import MaskSet
+from excise.artifacts.validation import validate_artifact, validate_derived
 
 from export_helpers import neuron_masks, row_masks
 
@@ -112,3 +114,30 @@ def test_a_mask_that_does_not_fit_the_base_is_refused(tiny_llama_dir, tiny_opt_d
     rehash(artifact)
     with pytest.raises(ExciseError, match="does not fit the base model"):
         validate_artifact(artifact)
+
+
+def test_an_export_reads_the_masks_and_hashes_the_base_once(tiny_llama_dir, mask_artifact, tmp_path, monkeypatch):
+    artifact = mask_artifact(tiny_llama_dir, row_masks(tiny_llama_dir, 0.5))
+    calls = {"masks": 0, "base": 0}
+    load_masks, hash_base = MaskSet.load.__func__, validation.weights_sha256
+
+    def counted_load(cls, folder):
+        calls["masks"] += 1
+        return load_masks(cls, folder)
+
+    def counted_hash(folder):
+        calls["base"] += 1
+        return hash_base(folder)
+
+    monkeypatch.setattr(MaskSet, "load", classmethod(counted_load))
+    monkeypatch.setattr(validation, "weights_sha256", counted_hash)
+    export_artifact(artifact, "sparse", tmp_path / "sparse")
+    assert calls == {"masks": 1, "base": 1}
+
+
+def test_a_derived_artifact_must_name_its_parents_base(hf_export, tiny_opt_dir, mask_artifact):
+    parent = validate_artifact(hf_export)
+    other = validate_artifact(mask_artifact(tiny_opt_dir, row_masks(tiny_opt_dir, 0.5), name="opt-mask"))
+    assert validate_derived(hf_export, parent).base_path == parent.base_path
+    with pytest.raises(ExciseError, match="names another base model"):
+        validate_derived(hf_export, other)

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from excise.errors import ExciseError
-from excise.models.adapters import adapter_class, get_adapter, register_adapter, supported_model_types
+from excise.models.adapters import ADAPTERS, adapter_class, get_adapter
 from excise.models.adapters.llama import LlamaAdapter
 
 EXPECTED_LINEARS_PER_LAYER = {"llama": 7, "qwen2": 7, "opt": 6}
@@ -65,9 +65,9 @@ def test_neuron_index_maps_to_output_column(tiny_model_dir):
 def test_unknown_architecture_names_supported_ones():
     with pytest.raises(ExciseError, match="supported: .*llama.*opt"):
         adapter_class("gpt_neox")
-    assert {"llama", "qwen2", "opt"} <= set(supported_model_types())
+    assert {"llama", "qwen2", "opt"} <= set(ADAPTERS)
 
 
 def test_registry_refuses_duplicates():
     with pytest.raises(ValueError, match="already has adapter"):
-        register_adapter(LlamaAdapter)
+        ADAPTERS.add("llama", LlamaAdapter)

@@ -47,6 +47,7 @@ def test_artifact_round_trips_and_reapplies_exactly(tiny_llama_dir, tmp_path):
     assert manifest.data["evaluation"] == EVALUATION.model_dump()
     assert {"scoring_s", "selection_s", "evaluation_after_s"} <= set(manifest.timings)
     assert manifest.resources["peak_rss_mb"] > 0
+    assert manifest.config == config(tiny_llama_dir, save_scores=True).model_dump(mode="json")  # the resolved config
 
     # the masks on disk are the row selection of the scores on disk, and exactly 50% per row
     masks, scores = MaskSet.load(out), Scores.load(out)

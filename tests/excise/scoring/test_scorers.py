@@ -123,10 +123,8 @@ def test_kv_group_scores_sum_the_query_heads_sharing_a_group():
 
 
 def test_registry_refuses_duplicates():
-    from excise.scoring import register_scorer
-
     with pytest.raises(ValueError, match="already registered"):
-        register_scorer(SCORERS["wanda"])
+        SCORERS.add("wanda", SCORERS["wanda"])
 
 
 @pytest.mark.parametrize(

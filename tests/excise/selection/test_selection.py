@@ -10,7 +10,7 @@ from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
 from excise.artifacts.scores import Scores
-from excise.selection import SELECTIONS, get_selection, register_selection, removal_count
+from excise.selection import SELECTIONS, get_selection, removal_count
 from excise.selection.row import RowSelection
 
 SPARSITIES = [0.0, 0.3, 0.5, 0.6, 0.9]
@@ -231,7 +231,7 @@ def test_registry_refuses_unknown_and_duplicate_names():
     with pytest.raises(ExciseError, match="row, layer, global"):
         get_selection("diagonal")
     with pytest.raises(ValueError, match="already registered"):
-        register_selection(RowSelection())
+        SELECTIONS.add("row", RowSelection())
     assert list(SELECTIONS) == ["row", "layer", "global", "neuron", "head", "nm"]
 
 

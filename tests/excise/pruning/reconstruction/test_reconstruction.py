@@ -8,7 +8,7 @@ import torch
 from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
 from excise.export.pipeline import export_artifact
-from excise.export.sparse import densify  # noqa: F401 - the sparse format must round trip a reconstruction
+from excise.artifacts.sparse import densify  # noqa: F401 - the sparse format must round trip a reconstruction
 from excise.artifacts.manifest import Manifest
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter

@@ -1,0 +1,74 @@
+"""`CircuitConfig`: everything that determines a circuit, checked when it is made.
+
+The field descriptions are `excise circuit --help` (`excise.cli.options`); the resolved
+config is the artifact manifest's `config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from excise.artifacts.units import Unit
+from excise.circuits.ablation import Ablation
+from excise.circuits.scope import default_scope
+from excise.models.placement import ComputeSettings
+from excise.scoring import SCORERS
+from excise.scoring.support import check_method
+
+#: reaches low sparsities, so a task that needs most of the model still finds a circuit
+DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+class CircuitConfig(ComputeSettings):
+    """Everything that determines a circuit; saved (resolved) into its manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2", description="HF model folder or embedded name")
+    task: str = Field("ioi", description="built-in task (ioi) or FILE.jsonl with prompt/correct/incorrect")
+    method: SCORERS.choice() = Field("lrp", description=f"scorer: {', '.join(SCORERS)}")
+    granularity: Unit = Field("weight", description="the unit a circuit keeps or removes")
+    scope: Literal["row", "global"] | None = Field(
+        None,
+        description="global: one ranking over all layers (default for neuron and head, because per layer a level "
+        "rounds to whole KV groups, 3 a layer on SmolLM2, and low levels to none); row: the same share in every row "
+        "(default for weight) or layer",
+    )
+    target: Literal["task_correct", "task_logit_diff"] = Field("task_logit_diff", description="what the scorer explains")
+    ablation: Ablation = Field(
+        "mean",
+        description="what removed units carry during the search: their mean over the reference prompts, zero, or "
+        "their activation on the corrupted prompt (tasks with corrupted prompts, e.g. ioi)",
+    )
+    sparsities: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_GRID), min_length=1,
+        description="levels in (0, 1): shares of units to remove, e.g. 0.1,0.5,0.9; results count the units "
+        "actually removed",
+    )
+    refine_steps: int = Field(3, ge=0, description="bisection steps between the last passing and first failing level")
+    retain: float = Field(0.9, gt=0, description="share of the dense logit difference to keep")
+    reference: int = Field(32, ge=1, description="prompts to score and search on")
+    heldout: int = Field(64, ge=1, description="held-out prompts the chosen circuit is reported on")
+    seed: int = Field(0, description="seed of the reference / held-out split")
+    batch_size: int = Field(16, ge=1, description="prompts per scoring and evaluation step")
+    params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
+
+    @field_validator("sparsities")
+    @classmethod
+    def _in_range(cls, grid: list[float]) -> list[float]:
+        bad = [s for s in grid if not 0.0 < s < 1.0]
+        if bad:
+            raise ValueError(f"sparsities {bad} are outside (0, 1); give shares of units to remove, e.g. 0.1,0.5,0.9")
+        return sorted(set(grid))
+
+    @model_validator(mode="after")
+    def _resolve(self) -> CircuitConfig:
+        check_method(self.method, self.granularity, recompute=self.recompute)
+        if self.scope is None:
+            self.scope = default_scope(self.granularity)
+        return self
+
+    def needs_corrupted(self) -> bool:
+        return self.ablation == "corrupted" or SCORERS[self.method].needs_corrupted
