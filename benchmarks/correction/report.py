@@ -207,6 +207,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
         failures += [f"- **{m}**: validation only; its test stage did not run (the run stopped for CPU time; "
                      "rerun the command to complete it)" for m in untested]
+        failures += [f"- **{m}**: not measured yet (its validation stage did not run; rerun the command)"
+                     for m in result.get("pending", [])]
         lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
                   *failures, ""]
         summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test,

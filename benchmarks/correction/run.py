@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--second", default="news:16x512")
     parser.add_argument("--ppl-bound", type=float, default=0.01)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--test-group", type=int, default=3, help="variants per test-stage engine call")
+    parser.add_argument("--test-group", type=int, default=1, help="variants per test-stage engine call")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few prompts, samples and budgets")
     parser.add_argument("--work", type=Path, default=None, help="stage results (default: ~/.cache/excise/bench/correction[-quick])")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop before a stage starting after this")
@@ -178,15 +178,25 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         return _loaded_edit(rankings[m]["edits"][str(k)], widths)
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
-    # validation: one engine call for dense and every method's every budget
-    validated = stage("+".join(methods), lambda: {"dense": None} | {f"{m}/K={k}": edit(m, k) for m in methods for k in budgets},
-                      "validation", base, ("validation",))
+    # validation: one engine call for dense, then one per method (its every budget), so each chunk
+    # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep
+    validation_stages = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",))}
+    for m in methods:
+        validation_stages[m] = stage(m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base,
+                                     ("validation",))
+    if validation_stages["dense"] is None:  # --report-only before any validation stage ran
+        raise SystemExit(f"{name}: no validation stage measured yet; run the benchmark first")
+    pending = [m for m in methods if validation_stages[m] is None]  # --report-only: not measured yet
+    methods = [m for m in methods if m not in pending]
+    validation_stages = {key: part for key, part in validation_stages.items() if part is not None}
+    validated = {"variants": {key: v for part in validation_stages.values() for key, v in part["variants"].items()}}
     val = validated["variants"]["dense"]
     dense_ppl, before = val["perplexity"]["validation"], val["behaviour"]["metrics"][behaviour.primary]
     out = {"dense": {"validation": val}, "methods": {}, "budgets": budgets,
            "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
                           "seconds": stored["seconds"]},
-           "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed}
+           "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed,
+           "pending": pending}
     chosen = {}
     for m in methods:
         entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
@@ -201,7 +211,9 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     # test: dense and each method at its chosen budget, --test-group variants per engine call (one chunk each)
     names = ["dense", *methods]
     groups = [names[i : i + args.test_group] for i in range(0, len(names), args.test_group)]
-    tested, generation = {}, {"reference": stored["generation"], "validation": validated["generation"]}
+    generation = {"reference": stored["generation"]} | {f"validation {key}": part["generation"]
+                                                         for key, part in validation_stages.items()}
+    tested = {}
     for group in groups:
         key = "+".join(n if n == "dense" else f"{n}@{chosen[n]}" for n in group)
         result = stage(key, lambda group=group: {n: None if n == "dense" else edit(n, chosen[n]) for n in group},
