@@ -129,6 +129,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def error_envelope(response: httpx.Response) -> dict:
+    """An error answer's OpenAI-style envelope: exactly its four fields, no traceback."""
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "Traceback" not in error["message"]
+    return error
+
+
 def metric(server, name: str, **labels) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     text = httpx.get(server.url + "/metrics").text

@@ -9,7 +9,7 @@ import time
 import httpx
 import openai
 import pytest
-from server_helpers import API_KEYS, MAX_IN_FLIGHT, metric
+from server_helpers import API_KEYS, MAX_IN_FLIGHT, error_envelope, metric
 from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.slow
@@ -196,24 +196,17 @@ def test_metrics_present_and_moving(server, client):
 # --- errors ------------------------------------------------------------------------------
 
 
-def _envelope(response: httpx.Response) -> dict:
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert "Traceback" not in error["message"]
-    return error
-
-
 def test_400_bad_parameters(server, client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.completions.create(model="tiny", prompt="x", n=2, temperature=0)
     r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", "prompt": [99999]})
-    assert r.status_code == 400 and "vocabulary" in _envelope(r)["message"]
+    assert r.status_code == 400 and "vocabulary" in error_envelope(r)["message"]
 
 
 def test_401_without_or_with_a_wrong_key(server):
     for headers in ({}, _auth("wrong"), {"Authorization": "Basic key-a"}):
         r = httpx.get(server.url + "/v1/models", headers=headers)
-        assert r.status_code == 401 and _envelope(r)["type"] == "authentication_error"
+        assert r.status_code == 401 and error_envelope(r)["type"] == "authentication_error"
     assert httpx.get(server.url + "/v1/models", headers=_auth(API_KEYS[1])).status_code == 200  # any key works
     for open_path in ("/health", "/ready", "/metrics"):
         assert httpx.get(server.url + open_path).status_code == 200
@@ -225,7 +218,7 @@ def test_404_unknown_model_and_route(server, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     r = httpx.get(server.url + "/v1/nothing", headers=_auth())
-    assert r.status_code == 404 and _envelope(r)
+    assert r.status_code == 404 and error_envelope(r)
 
 
 def test_413_prompt_over_the_context_and_body_too_large(server, client):
@@ -233,16 +226,16 @@ def test_413_prompt_over_the_context_and_body_too_large(server, client):
         client.completions.create(model="tiny", prompt=[5] * 600, max_tokens=1)
     assert info.value.status_code == 413
     r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", "prompt": "x", "max_tokens": 512})
-    assert r.status_code == 413 and _envelope(r)["param"] == "max_tokens"
+    assert r.status_code == 413 and error_envelope(r)["param"] == "max_tokens"
     r = httpx.post(server.url + "/v1/completions", headers=_auth(), content=b"{" + b" " * 2_000_000 + b"}")
-    assert r.status_code == 413 and _envelope(r)["code"] == "body_too_large"
+    assert r.status_code == 413 and error_envelope(r)["code"] == "body_too_large"
 
 
 def test_422_schema_violations(server):
     for body in ({"model": "tiny"}, {"model": "tiny", "prompt": "x", "temperature": 5},
                  {"model": "tiny", "prompt": "x", "max_tokens": "many"}):
         r = httpx.post(server.url + "/v1/completions", headers=_auth(), json=body)
-        assert r.status_code == 422 and _envelope(r)["code"] == "invalid_schema"
+        assert r.status_code == 422 and error_envelope(r)["code"] == "invalid_schema"
     r = httpx.post(server.url + "/v1/chat/completions", headers={**_auth(), "content-type": "application/json"},
                    content=b"{not json")
     assert r.status_code == 422
@@ -260,7 +253,7 @@ def test_422_schema_violations(server):
 def test_422_on_a_field_of_several_types_says_what_was_wrong(server, body, param, says):
     """Not the message of a type the value is not (`stop.constrained-str: Input should be a valid string`)."""
     r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", **body})
-    error = _envelope(r)
+    error = error_envelope(r)
     assert r.status_code == 422 and error["param"] == param and says in error["message"], error
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from server_helpers import ADMIN_KEY, API_KEYS, build_tiny_llama_vllm, excise_lora, flip_byte, masked_greedy
+from server_helpers import (ADMIN_KEY, API_KEYS, build_tiny_llama_vllm, error_envelope, excise_lora,
+                            flip_byte, masked_greedy)
 from transformers import AutoTokenizer
 
 pytestmark = pytest.mark.slow
@@ -117,7 +118,7 @@ def test_tampered_runtime_corrections_are_refused_and_serving_goes_on(server, cl
     name = _tampered(corrections_root, tiny_dir, f"tampered-{request.node.callspec.id}", tamper)
     refused = _register(server, name)
     assert refused.status_code == 400, refused.text
-    message = _envelope(refused)["message"]
+    message = error_envelope(refused)["message"]
     assert names in message and str(corrections_root) not in message
     assert "tiny-bad" not in {m.id for m in client.models.list().data}
     assert client.completions.create(model="tiny-fixed", prompt="x", max_tokens=2).usage.completion_tokens == 2
@@ -128,6 +129,6 @@ def test_a_correction_for_another_base_is_refused(server, client, corrections_ro
     excise_lora(other, corrections_root / "for-other", 0.05)
     refused = _register(server, "for-other")
     assert refused.status_code == 400
-    message = _envelope(refused)["message"]
+    message = error_envelope(refused)["message"]
     assert "made for a base model" in message and "base 'tiny'" in message and str(tmp_path) not in message
     assert client.completions.create(model="tiny", prompt="x", max_tokens=1).usage.completion_tokens == 1
