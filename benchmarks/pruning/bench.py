@@ -19,7 +19,8 @@ from excise.evaluation.perplexity import perplexity
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
 from excise.pruning.reconstruction import SPARSEGPT, fixed_rules, reconstruct, saliency_rules
-from excise.scoring import Scores, score_in_worker, score_model
+from excise.artifacts.scores import Scores
+from excise.scoring import score_in_worker, score_model
 from excise.selection import get_selection
 from excise.tasks import evaluate_task, load_task, split_task
 

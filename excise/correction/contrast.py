@@ -13,7 +13,7 @@ import torch
 from excise.errors import ExciseError
 from excise.artifacts.masks import MaskSet
 from excise.artifacts.units import Unit
-from excise.scoring import Scores
+from excise.artifacts.scores import Scores
 
 Normalise = Literal["overall", "layer", "relative"]
 

@@ -20,7 +20,7 @@ from excise.correction.run import CorrectConfig, References, remove_lowest, scor
 from excise.models.adapters import get_adapter
 from excise.evaluation.neuron_scales import NeuronScales
 from excise.registry import Registry
-from excise.scoring import Scores
+from excise.artifacts.scores import Scores
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ from excise.models.identity import base_model_ref
 from excise.models.loading import LoadedModel, load_job_model
 from excise.evaluation.neuron_scales import NeuronScales
 from excise.correction.protocol import ProtocolData, choose, compare, measure_variants, protocol_data, split_prompts
-from excise.scoring import Scores, score_model
+from excise.artifacts.scores import Scores
+from excise.scoring import score_model
 from excise.scoring.base import scorer_class
 
 logger = logging.getLogger(__name__)

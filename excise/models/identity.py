@@ -8,7 +8,7 @@ from excise.artifacts.manifest import BaseModelRef
 from excise.artifacts.model_folder import read_config, weights_sha256
 from excise.models.loading import resolve_model_path
 
-__all__ = ["base_model_ref", "weights_sha256"]
+__all__ = ["base_model_ref"]
 
 
 def base_model_ref(spec: str | Path) -> BaseModelRef:

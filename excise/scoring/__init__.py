@@ -18,7 +18,6 @@ from excise.scoring.lrp import LrpScorer
 from excise.scoring.magnitude import MagnitudeScorer
 from excise.scoring.wanda import WandaScorer
 from excise.scoring.run import ScoringResult, score_model
-from excise.artifacts.scores import Scores
 from excise.scoring.targets import TARGETS, Target, get_target
 from excise.scoring.worker import score_in_worker
 
@@ -33,7 +32,6 @@ __all__ = [
     "RelevanceConfig",
     "Scorer",
     "ScorerConfig",
-    "Scores",
     "ScoringResult",
     "Target",
     "TaskTarget",

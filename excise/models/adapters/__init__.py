@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from excise.artifacts.families import UNSUPPORTED
 from excise.models.adapters.base import (
     AttentionBlock,
     DecoderLayer,
@@ -17,7 +18,7 @@ from excise.registry import Registry
 #: by `config.json`'s `model_type`; one adapter serves every type it lists
 ADAPTERS: Registry[type[ModelAdapter]] = Registry(
     "model type",
-    unknown="model type {name!r} is not supported; supported: {choices}",
+    unknown=UNSUPPORTED,
     duplicate="model_type {name!r} already has adapter {existing}",
 )
 for _adapter in (LlamaAdapter, OptAdapter):

@@ -8,7 +8,7 @@ import shutil
 
 from excise.artifacts.hashing import CACHE_NAME, cached_sha256
 from excise.models.embedded import MARKER, WEIGHTS
-from excise.models.identity import weights_sha256
+from excise.artifacts.model_folder import weights_sha256
 
 
 def _flip(path, offset=-1):

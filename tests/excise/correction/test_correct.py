@@ -10,7 +10,7 @@ from excise.artifacts.manifest import Manifest
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
-from excise.scoring import Scores
+from excise.artifacts.scores import Scores
 from excise.artifacts.validation import validate_artifact
 
 

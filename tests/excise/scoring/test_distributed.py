@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from excise.models.loading import load_model
-from excise.scoring import Scores, score_model
+from excise.artifacts.scores import Scores
+from excise.scoring import score_model
 
 SCRIPT = Path(__file__).with_name("distributed_scoring.py")
 METHODS = ["lrp", "wanda"]
