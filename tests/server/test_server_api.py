@@ -71,7 +71,8 @@ def test_stop_string_ends_the_completion(client):
 
 
 def test_n_and_batched_prompts(client):
-    r = client.completions.create(model="tiny", prompt=[PROMPT, "The quick brown fox"], n=3, max_tokens=4, temperature=0.9)
+    r = client.completions.create(model="tiny", prompt=[PROMPT, "The quick brown fox"], n=3, max_tokens=4, temperature=0.9,
+                               extra_body={"ignore_eos": True})  # a sampled end-of-text would cut a choice short
     assert sorted(c.index for c in r.choices) == list(range(6))
     assert r.usage.completion_tokens == sum(1 for _ in r.choices) * 4
     chat = client.chat.completions.create(
@@ -255,30 +256,3 @@ def test_422_on_a_field_of_several_types_says_what_was_wrong(server, body, param
     r = httpx.post(server.url + "/v1/completions", headers=_auth(), json={"model": "tiny", **body})
     error = error_envelope(r)
     assert r.status_code == 422 and error["param"] == param and says in error["message"], error
-
-
-def _wait_until_idle(server, seconds: float = 30) -> None:
-    """Earlier tests' generations must be gone, or the next request may be refused instead of served."""
-    deadline = time.monotonic() + seconds
-    while metric(server, "excise_requests_in_flight", endpoint="completions") > 0:
-        assert time.monotonic() < deadline, "requests of earlier tests are still in flight"
-        time.sleep(0.1)
-
-
-def test_client_disconnect_aborts_generation(server):
-    _wait_until_idle(server)
-    before = metric(server, "excise_requests_total", endpoint="completions", status="499")
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 480, "ignore_eos": True, "stream": True, "n": 8}
-    with httpx.stream("POST", server.url + "/v1/completions", headers=_auth(), json=body, timeout=60) as r:
-        next(r.iter_lines())
-    # non-streaming: the client gives up well before 16 x 480 tokens are done (n=8 can end within 0.3 s;
-    # a much shorter timeout can leave before the server has admitted the request, and then no 499 is counted)
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/v1/completions", headers=_auth(), timeout=0.3, json={**body, "stream": False, "n": 16})
-    deadline = time.monotonic() + 15
-    while metric(server, "excise_requests_total", endpoint="completions", status="499") < before + 2:
-        assert time.monotonic() < deadline, "disconnects were not recorded"
-        time.sleep(0.1)
-    while metric(server, "vllm:num_requests_running") > 0:
-        assert time.monotonic() < deadline, "the engine kept generating for a gone client"
-        time.sleep(0.1)
