@@ -145,13 +145,22 @@ def plots(name: str, validations: list[dict], primary: str, out: Path) -> list[s
     return files
 
 
+def _provenance(stages: dict[str, dict]) -> str:
+    """Which commits and machines computed the stages this report reads (a run spans sessions)."""
+    groups: dict[tuple, list[str]] = {}
+    for stage, computed in stages.items():
+        groups.setdefault((computed["commit"], computed["machine"], computed["date"]), []).append(stage)
+    parts = [f"{len(names)} at commit {commit} on {where}, {date}" for (commit, where, date), names in sorted(groups.items(), key=lambda g: g[0][2])]
+    return f"Stages read: {len(stages)} ({'; '.join(parts)})."
+
+
 def write_report(results: dict, settings: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} when written"
     lines = ["# Targeted correction: LRP and peers by the reference / validation / test protocol", "",
              f"Command: `{settings['command']}` (resumable stages in `{settings['work']}`)  ",
              f"Machine: {machine}. Model: `{settings['model']}` (smollm2 = SmolLM2-135M-Instruct as dequantized "
-             "from its Q4_1 GGUF), fp32.", ""]
+             "from its Q4_1 GGUF), fp32.  ", _provenance(settings["stages"]), ""]
     summary = {"settings": {k: v for k, v in settings.items() if k not in ("out", "work")}, "behaviours": {}}
     for name, result in results.items():
         behaviour = get_behaviour(name)

@@ -14,6 +14,13 @@ Resumable: every stage writes its result under --work and is skipped when presen
 so it can run in chunks (each under `flock /tmp/excise-cpu.lock`). Writes
 benchmarks/results/correction.{md,json} and correction_*.png from the stored stages.
 
+The full run takes 8-9 hours on 2 cores, more than one working session on a fresh machine, so the
+stages live in the repository (`benchmarks/results/correction_stages/`, small JSON: the reference
+texts, each ranking's edits and each stage's per-prompt figures) and a run on another machine goes on
+where the last one stopped. Each stage file records the settings it was computed with (a stage whose
+settings differ from this run's is computed again) and the commit, machine and date that computed it;
+the report lists them.
+
     python benchmarks/correction/run.py [--quick] [--max-minutes 14]
 """
 
@@ -22,12 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from report import write_report  # noqa: E402
+
+from benchmarks.results_files import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 QUICK = {"max_prompts": 5, "validation_samples": 1, "test_samples": 2, "reference_samples": 4, "budgets": "10,20",
@@ -54,7 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--test-group", type=int, default=1, help="variants per test-stage engine call")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few prompts, samples and budgets")
-    parser.add_argument("--work", type=Path, default=None, help="stage results (default: ~/.cache/excise/bench/correction[-quick])")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="stage results (default: benchmarks/results/correction_stages; --quick: ~/.cache/excise/bench/correction-quick)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop before a stage starting after this")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true",
@@ -66,11 +78,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-class Stages:
-    """Stage results as JSON files under `work`, computed once."""
+#: arguments that do not change what a stage computes (the stage's name carries behaviour and method)
+NOT_SETTINGS = {"methods", "behaviours", "max_minutes", "out", "report_only", "work", "test_group"}
 
-    def __init__(self, work: Path, max_minutes: float | None, report_only: bool = False):
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Stages:
+    """Stage results as JSON files under `work`, computed once for the same settings."""
+
+    def __init__(self, work: Path, settings: dict, max_minutes: float | None, report_only: bool = False):
         self.work, self.max_minutes, self.started, self.report_only = work, max_minutes, time.time(), report_only
+        self.settings = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
+        self.provenance: dict[str, dict] = {}  # stage -> who computed it (for the report)
         work.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
@@ -79,15 +105,24 @@ class Stages:
     def get(self, name: str, compute):
         path = self.path(name)
         if path.is_file():
-            return json.loads(path.read_text())
+            stored = json.loads(path.read_text())
+            if stored.get("settings") == self.settings:
+                self.provenance[name] = stored["computed"]
+                return stored["value"]
+            if not self.report_only:
+                logging.getLogger("benchmark").info("stage %s was computed with other settings; computing it again", name)
         if self.report_only:
             return None
         if self.max_minutes is not None and (time.time() - self.started) / 60 > self.max_minutes:
             logging.getLogger("benchmark").info("stopping before stage %s; run again to resume", name)
             sys.exit(3)
+        started = time.time()
         value = compute()
+        computed = {"commit": _commit(), "machine": machine(with_torch=False),
+                    "date": time.strftime("%Y-%m-%d", time.gmtime()), "seconds": round(time.time() - started, 1)}
+        self.provenance[name] = computed
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value))
+        tmp.write_text(json.dumps({"settings": self.settings, "computed": computed, "value": value}))
         tmp.replace(path)
         return value
 
@@ -148,6 +183,8 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
                                "fallbacks": list(evaluator.report["fallbacks"])}}
 
     stored = stages.get(f"{name}/reference", generate_references)
+    if stored is None:  # --report-only before this behaviour's reference stage ran
+        return None
     texts = tuple([UndesiredText(*pair) for pair in part] for part in stored["texts"])
     references = build_references(config, loaded, behaviour, evaluator, texts)
     data = references.protocol
@@ -233,11 +270,15 @@ def main() -> None:
     args = parse_args()
     # the command that computes the stages (--report-only only rewrites the report from them)
     command = "python benchmarks/correction/run.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
-    work = args.work or Path("~/.cache/excise/bench").expanduser() / ("correction-quick" if args.quick else "correction")
-    stages = Stages(work, args.max_minutes, args.report_only)
+    work = args.work or (Path("~/.cache/excise/bench/correction-quick").expanduser() if args.quick
+                         else RESULTS / "correction_stages")
+    stages = Stages(work, vars(args), args.max_minutes, args.report_only)
     results = {name: run_behaviour(name, args, stages) for name in args.behaviours.split(",")}
+    results = {name: result for name, result in results.items() if result is not None}
+    if not results:
+        raise SystemExit(f"no stage computed yet under {work}; run the benchmark first")
     out = args.out / "quick" if args.quick else args.out
-    write_report(results, vars(args) | {"command": command, "work": str(work)}, out)
+    write_report(results, vars(args) | {"command": command, "work": str(work), "stages": stages.provenance}, out)
 
 
 if __name__ == "__main__":
