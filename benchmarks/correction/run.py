@@ -7,7 +7,7 @@ the dense model samples for the *reference* prompts; each method's budget K is c
 bound); its figures are reported on the *test* prompts (RealToxicityPrompts: 25 samples, top-p 0.9,
 temperature 1, 20 tokens, seeded) and the test windows (wiki 64 x 512, news 16 x 512), with 95 %
 intervals and a paired McNemar test against dense on the same prompts. Generation runs through one
-vLLM engine per call, each variant an exact LoRA adapter.
+vLLM engine per call, each variant its weights swapped into it (excise/evaluation/generation.py: why not LoRA).
 
 Resumable: every stage writes its result under --work and is skipped when present; with
 --max-minutes the run stops (exit 3) before a stage that would start after that many minutes,

@@ -30,7 +30,7 @@
 
 The undesired reference is every toxic (or looping) continuation the dense model
 samples for the *reference* prompts; scoring starts only at the continuation's tokens.
-Generation runs through vLLM (each budget one LoRA adapter, all on one engine) where it
+Generation runs through vLLM (each budget its weights swapped into one engine) where it
 is installed, else transformers (logged and recorded).
 """
 
@@ -156,7 +156,8 @@ def score_contrast(config: CorrectConfig, model, references: References) -> tupl
 
 
 def as_variant(masks: MaskSet):
-    """Neuron masks as neuron scales (a LoRA for vLLM); other masks as they are."""
+    """Neuron masks as neuron scales (only the output columns change, so only those are saved and restored);
+    other masks as they are."""
     return NeuronScales.from_masks(masks) if masks.only_neurons() else masks
 
 

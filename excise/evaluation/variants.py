@@ -2,9 +2,10 @@
 
 A variant is `None` (dense), a `NeuronScales` (removed or dampened MLP neurons) or a
 `MaskSet` (weights or heads). Generation goes through vLLM when it is installed:
-every neuron-level variant becomes an exact LoRA adapter (`write_neuron_lora`) and one
-engine continues the same prompts for all of them, so a whole sweep costs one engine
-start. Where vLLM is absent, fails to start, or a variant is not a neuron edit,
+every neuron-level variant is written as a weights folder (the dense weights with its
+output columns scaled, exactly what its LoRA adapter adds) and swapped into one engine
+in turn, so a whole sweep costs one engine start (`excise.evaluation.generation` says
+why a weight swap rather than LoRA). Where vLLM is absent, fails to start, or a variant is not a neuron edit,
 generation falls back to transformers in this process (the masked weights applied in
 place and restored); each fallback is logged and recorded in `report` for the
 manifest. A call's variants always share one backend, so dense and corrected figures
@@ -24,7 +25,6 @@ import torch
 from excise.errors import ExciseError
 from excise.evaluation.generation import Continuations, SamplingConfig, TransformersGenerator, vllm_available, vllm_generate
 from excise.evaluation.perplexity import perplexity
-from excise.export.lora import write_neuron_lora
 from excise.artifacts.masks import MaskSet
 from excise.models.adapters import get_adapter
 from excise.models.loading import LoadedModel
@@ -100,21 +100,18 @@ class VariantEvaluator:
             return "transformers backend asked for"
         if not vllm_available():
             return "vLLM is not installed"
-        if any(isinstance(v, MaskSet) for v in variants.values()):
-            return "a weight or head mask is no LoRA adapter (only neuron edits are)"
         return None
 
     def _vllm(self, variants: dict[str, Variant], prompts: list[str], sampling: SamplingConfig) -> dict[str, Continuations]:
-        with tempfile.TemporaryDirectory(prefix="excise-adapters-") as folder:
-            adapters: list[Path | None] = []
-            max_rank = 8
+        with tempfile.TemporaryDirectory(prefix="excise-variants-") as folder:
+            runs: list[Path | None] = []
             for number, variant in enumerate(variants.values()):
                 if variant is None:
-                    adapters.append(None)
+                    runs.append(None)
                     continue
                 path = Path(folder) / f"variant-{number}"
-                _, rank = write_neuron_lora(self.adapter, variant.scales, self.loaded.path, path)
-                max_rank = max(max_rank, rank)
-                adapters.append(path)
-            runs = vllm_generate(self.loaded.path, prompts, sampling, adapters, max_lora_rank=max_rank)
-        return dict(zip(variants, runs, strict=True))
+                with self.applied(variant) as model:
+                    model.save_pretrained(path)
+                runs.append(path)
+            generated = vllm_generate(self.loaded.path, prompts, sampling, runs, kind="weights")
+        return dict(zip(variants, generated, strict=True))

@@ -38,16 +38,6 @@ def test_transformers_backend_applies_each_variant_and_restores_the_dense_weight
     assert evaluator.report == {"calls": [{"backend": "transformers", "variants": 2, "prompts": 2}], "fallbacks": []}
 
 
-def test_a_weight_mask_falls_back_to_transformers_and_says_why(tiny_llama_dir):
-    loaded = load_model(tiny_llama_dir)
-    name, linear = next(iter(get_adapter(loaded.model).prunable_linears().items()))
-    masks = MaskSet(weights={f"{name}.weight": torch.rand(linear.weight.shape) > 0.5})
-    evaluator = VariantEvaluator(loaded, "auto")
-    evaluator.generate({"mask": masks}, PROMPTS, GREEDY)
-    assert evaluator.report["calls"][0]["backend"] == "transformers"
-    assert "no LoRA adapter" in evaluator.report["fallbacks"][0]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
 def test_vllm_failing_to_start_is_a_logged_fallback(tiny_llama_dir, caplog):
@@ -63,14 +53,20 @@ def test_vllm_failing_to_start_is_a_logged_fallback(tiny_llama_dir, caplog):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
-def test_vllm_lora_variants_match_transformers_greedy(smollm2_dir):
+def test_vllm_variants_match_transformers_greedy(smollm2_dir):
     loaded = load_model(smollm2_dir)
     adapter = get_adapter(loaded.model)
-    variants = {"dense": None, "removed": silenced(adapter, {3: list(range(0, 1536, 3)), 20: list(range(700))}),
-                "dampened": silenced(adapter, {5: list(range(0, 1536, 2))}, value=0.3)}
+    # 90 % of layer 1's MLP output weights zeroed at random (a mask no neuron edit expresses)
+    linear_name, linear = next((n, m) for n, m in adapter.prunable_linears().items() if m is adapter.layers()[1].mlp.output)
+    weights = MaskSet(weights={f"{linear_name}.weight": torch.rand(linear.weight.shape, generator=torch.Generator().manual_seed(0)) > 0.9})
+    # dense between edits: the engine's weights (and its prefix cache) must come back to the dense ones
+    variants = {"removed": silenced(adapter, {3: list(range(0, 1536, 3)), 20: list(range(700))}), "dense": None,
+                "dampened": silenced(adapter, {5: list(range(0, 1536, 2))}, value=0.3), "weight mask": weights}
     prompts = ["The capital of France is", 'She screamed at him: "Shut up, you worthless piece of']
-    generated = VariantEvaluator(loaded, "vllm").generate(variants, prompts, SamplingConfig(greedy=True, max_new_tokens=8))
+    evaluator = VariantEvaluator(loaded, "vllm")
+    generated = evaluator.generate(variants, prompts, SamplingConfig(greedy=True, max_new_tokens=8))
     transformers = VariantEvaluator(loaded, "transformers").generate(variants, prompts, SamplingConfig(greedy=True, max_new_tokens=8))
     for name in variants:
         assert [row[0].token_ids for row in generated[name]] == [row[0].token_ids for row in transformers[name]], name
-    assert generated["removed"] != generated["dense"]
+    assert generated["removed"] != generated["dense"] and generated["weight mask"] != generated["dense"]
+    assert evaluator.report == {"calls": [{"backend": "vllm", "variants": 4, "prompts": 2}], "fallbacks": []}
