@@ -39,6 +39,7 @@ OPTIONS = (
            f"(default without --budget: {','.join(map(str, SWEEP))})"),
     Option("ppl_bound"),
     Option("normalise"),
+    Option("keep"),
     Option("general"),
     Option("evaluation"),
     Option("settings.samples"),
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = Manifest.load(out).metrics
     before, after = metrics[config.behaviour]["before"], metrics[config.behaviour]["after"]
     primary = metrics[config.behaviour]["primary"]
-    print(f"removed {metrics['budget']} {config.granularity}s ({config.method}, contrastive general - undesired)")
+    print(f"removed {metrics['budget']} {config.granularity}s ({config.method}, contrastive {config.keep} - undesired)")
     if not metrics["validation_reduced"]:
         print(f"warning: no budget lowered {config.behaviour} on the validation prompts; this is the least harmful one")
     print(f"{primary} on test prompts: {before[primary]:.3f} [{before[primary + '_low']:.3f}, "

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from excise.behaviours import BEHAVIOURS, EvaluationSettings
 from excise.artifacts.units import Unit
-from excise.correction.contrast import Normalise
+from excise.correction.contrast import Keep, Normalise
 from excise.evaluation.variants import Backend
 from excise.models.placement import ComputeSettings
 from excise.scoring.support import check_method
@@ -36,6 +36,8 @@ class CorrectConfig(ComputeSettings):
     )
     ppl_bound: float = Field(0.01, ge=0, description="largest validation perplexity increase, relative (0.01 = 1%)")
     normalise: Normalise = Field("relative", description="contrastive rule (see excise/correction/run.py)")
+    keep: Keep = Field("general", description="what the contrast protects: the general windows, or those and the "
+                       "reference prompts' harmless continuations (general+harmless)")
     general: str = Field("wiki:32x128", description="general reference windows (calibration split)")
     reference_length: int = Field(128, gt=1)  # undesired reference texts are cut to this many tokens
     evaluation: str = Field("wiki:64x512", description="test perplexity windows (evaluation split)")

@@ -16,6 +16,9 @@ from excise.artifacts.units import Unit
 from excise.artifacts.scores import Scores
 
 Normalise = Literal["overall", "layer", "relative"]
+#: what the contrast protects: the general windows, or those and the harmless continuations of the
+#: reference prompts (same context as the undesired texts, without the behaviour)
+Keep = Literal["general", "general+harmless"]
 
 
 def _normalised(units: dict, normalise: Normalise) -> dict:
@@ -23,6 +26,18 @@ def _normalised(units: dict, normalise: Normalise) -> dict:
         return {key: value.float() / value.float().abs().sum().clamp(min=1e-30) for key, value in units.items()}
     total = sum(value.float().abs().sum() for value in units.values())
     return {key: value.float() / max(float(total), 1e-30) for key, value in units.items()}
+
+
+def blended(first: Scores, second: Scores, granularity: Unit) -> Scores:
+    """The mean of two references' scores, each divided by its own total first, so that both weigh the
+    same whatever their length (the *keep* side of `keep="general+harmless"`)."""
+    a, b = first.per_unit()[granularity], second.per_unit()[granularity]
+    if set(a) != set(b):
+        raise ExciseError(f"the two references' scores do not cover the same {granularity}s; score both alike")
+    a, b = _normalised(a, "overall"), _normalised(b, "overall")
+    mean = Scores()
+    mean.per_unit()[granularity].update({key: (a[key] + b[key]) / 2 for key in sorted(a)})
+    return mean
 
 
 def contrastive_scores(general: Scores, undesired: Scores, granularity: Unit, normalise: Normalise) -> Scores:

@@ -30,6 +30,7 @@ class MethodSpec:
     method: str = "lrp"  # the scorer of a contrastive method
     params: dict = field(default_factory=dict)
     normalise: str = "relative"
+    keep: str = "general"
     help: str = ""
 
 
@@ -39,6 +40,8 @@ for _spec in (
     MethodSpec("lrp-token", "contrast", "lrp", {"aggregation": "token_absolute"}, help="LRP, sum of |each token's relevance|"),
     MethodSpec("lrp-overall", "contrast", "lrp", normalise="overall", help="LRP, the paper's difference of normalised means"),
     MethodSpec("lrp-signed", "contrast", "lrp", {"aggregation": "signed"}, help="LRP, signed relevance"),
+    MethodSpec("lrp-harmless", "contrast", "lrp", keep="general+harmless",
+               help="LRP, relative rule against general text and the harmless continuations of the same prompts"),
     MethodSpec("gradient", "contrast", "gradient", help="|gradient x activation| of the loss, relative rule"),
     MethodSpec("wanda", "contrast", "wanda", help="|W| x activation norm, relative rule"),
     MethodSpec("activation", "contrast", "activation", help="mean |activation|, relative rule"),
@@ -61,7 +64,8 @@ def rank(spec: MethodSpec, config: CorrectConfig, model, references: References,
     adapter = get_adapter(model)
     if spec.kind == "contrast":
         method_config = config.model_copy(update={"method": spec.method, "params": spec.params,
-                                                  "normalise": spec.normalise, "granularity": "neuron"})
+                                                  "normalise": spec.normalise, "keep": spec.keep,
+                                                  "granularity": "neuron"})
         contrast, _ = score_contrast(method_config, model, references)
         return Ranking(lambda k: NeuronScales.from_masks(remove_lowest(contrast, "neuron", k)),
                        time.perf_counter() - started)

@@ -11,6 +11,11 @@
    references weigh the same whatever their length; then
    `contrast = general - undesired` (higher = keep). A component with a low
    contrast matters for the undesired behaviour but not for general text.
+   With `keep="general+harmless"` the kept side is the mean of the normalised
+   general scores and those of the reference prompts' harmless continuations
+   (`blended`): a component the model needs to continue the same prompts
+   harmlessly is protected too, so what is left is specific to the behaviour
+   rather than to the prompts' topic (the pairing AurA's AUROC uses);
    `normalise="relative"` (the default) divides that difference by the
    component's own normalised relevance plus the mean over all components,
    `(g - u) / (|g| + |u| + mean(|g| + |u|))`: the plain difference ranks the few
@@ -45,7 +50,7 @@ import torch
 from excise.artifacts.atomic import atomic_folder
 from excise.behaviours import Behaviour, UndesiredText, get_behaviour, undesired_batches
 from excise.correction.config import CorrectConfig
-from excise.correction.contrast import contrastive_scores, remove_lowest
+from excise.correction.contrast import blended, contrastive_scores, remove_lowest
 from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
 from excise.evaluation.variants import VariantEvaluator
@@ -145,13 +150,20 @@ def score_contrast(config: CorrectConfig, model, references: References) -> tupl
     """The contrastive scores of `config.method` and the seconds each reference took to score."""
     seconds = {}
     results = {}
-    for what, data in (("general", references.general), ("undesired", references.undesired)):
+    data = {"general": references.general, "undesired": references.undesired}
+    if config.keep == "general+harmless":
+        if not references.harmless:
+            raise ExciseError("keep=general+harmless needs harmless continuations of the reference prompts; none were sampled")
+        data["harmless"] = references.harmless
+    for what, batches in data.items():
         logger.info("scoring the %s reference with %s", what, config.method)
-        results[what] = score_model(model, data, config.method, granularities={config.granularity},
+        results[what] = score_model(model, batches, config.method, granularities={config.granularity},
                                     batch_size=config.batch_size, recompute=config.recompute, **config.params)
         seconds[f"scoring_{what}"] = results[what].wall_seconds
-    contrast = contrastive_scores(results["general"].scores, results["undesired"].scores, config.granularity,
-                                  config.normalise)
+    keep = results["general"].scores
+    if "harmless" in results:
+        keep = blended(keep, results["harmless"].scores, config.granularity)
+    contrast = contrastive_scores(keep, results["undesired"].scores, config.granularity, config.normalise)
     return contrast, seconds
 
 
@@ -213,7 +225,7 @@ def correct(config: CorrectConfig, out: Path, *, force: bool = False) -> Path:
             name=config.method,
             granularity=config.granularity,
             params={"budget": chosen["budget"], "behaviour": behaviour.name, "normalise": config.normalise,
-                    "contrast": "general - undesired"},
+                    "contrast": f"{config.keep} - undesired"},
         ),
         data={
             "general": references.general_spec.model_dump(),

@@ -3,6 +3,7 @@ import torch
 
 from excise.behaviours import EvaluationSettings, get_behaviour
 from excise.cli.main import main
+from excise.correction.contrast import blended
 from excise.correction.run import CorrectConfig, choose, contrastive_scores, correct, remove_lowest
 from excise.errors import ExciseError
 from excise.evaluation.toxicity import TOXICITY_SCORERS
@@ -214,3 +215,18 @@ def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, t
                                 splits=("validation",), window_sets=())
     ranked, reversed_ = (measured[k].behaviour["validation"].value for k in ("ranked", "reversed"))
     assert ranked < reversed_
+
+
+def test_harmless_continuations_protect_what_the_prompts_need_by_hand():
+    # one layer. Neuron 3 carries the prompts' topic: the undesired texts use it most, general text a little,
+    # and the harmless continuations of the same prompts need it; neuron 2 is used only by the undesired texts
+    general, undesired = Scores(neurons={0: torch.tensor([40.0, 40, 10, 10])}), Scores(neurons={0: torch.tensor([0.0, 0, 40, 60])})
+    harmless = Scores(neurons={0: torch.tensor([0.0, 0, 0, 100])})
+    # against general text alone: [0.4, 0.4, 0.1 - 0.4, 0.1 - 0.6] -> the topic neuron 3 goes first
+    assert removed(remove_lowest(contrastive_scores(general, undesired, "neuron", "overall"), "neuron", 1)) == {(0, 3)}
+    # kept side (g / 100 + h / 100) / 2 = [0.2, 0.2, 0.05, 0.55]; contrast [0.2, 0.2, -0.35, -0.05]
+    keep = blended(general, harmless, "neuron")
+    assert keep.neurons[0].tolist() == pytest.approx([0.2, 0.2, 0.05, 0.55])
+    contrast = contrastive_scores(keep, undesired, "neuron", "overall")
+    assert contrast.neurons[0].tolist() == pytest.approx([0.2, 0.2, -0.35, -0.05])
+    assert removed(remove_lowest(contrast, "neuron", 1)) == {(0, 2)}
