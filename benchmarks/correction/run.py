@@ -196,10 +196,6 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
             return {"error": str(error)}
         return {"edits": {str(k): _stored_edit(r.edit(k)) for k in budgets}, "seconds": r.seconds}
 
-    rankings = {m: stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m)) for m in methods}
-    failed = {m: r["error"] for m, r in rankings.items() if "error" in r}
-    methods = [m for m in methods if m not in failed]
-
     def measured(variants, split, settings, windows):
         results = measure_variants(evaluator, behaviour, variants, data, settings, splits=(split,), window_sets=windows)
         return {"variants": {key: {"behaviour": measurement(r, split), "perplexity": r.perplexity, "seconds": r.seconds}
@@ -216,11 +212,18 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
     # validation: one engine call for dense, then one per method (its every budget), so each chunk
-    # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep
+    # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep; each
+    # method ranks right before its validation stage, so a chunked run completes one method after another
     validation_stages = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",))}
+    rankings, failed = {}, {}
     for m in methods:
-        validation_stages[m] = stage(m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base,
-                                     ("validation",))
+        rankings[m] = stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m))
+        if rankings[m] is not None and "error" in rankings[m]:
+            failed[m] = rankings[m]["error"]
+            continue
+        validation_stages[m] = None if rankings[m] is None else stage(
+            m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",))
+    methods = [m for m in methods if m not in failed]
     if validation_stages["dense"] is None:  # --report-only before any validation stage ran
         raise SystemExit(f"{name}: no validation stage measured yet; run the benchmark first")
     pending = [m for m in methods if validation_stages[m] is None]  # --report-only: not measured yet
