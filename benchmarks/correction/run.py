@@ -268,6 +268,12 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (the report names no one's checkout)."""
+    root = RESULTS.parents[1]
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
@@ -281,7 +287,7 @@ def main() -> None:
     if not results:
         raise SystemExit(f"no stage computed yet under {work}; run the benchmark first")
     out = args.out / "quick" if args.quick else args.out
-    write_report(results, vars(args) | {"command": command, "work": str(work), "stages": stages.provenance}, out)
+    write_report(results, vars(args) | {"command": command, "work": _shown(work), "stages": stages.provenance}, out)
 
 
 if __name__ == "__main__":

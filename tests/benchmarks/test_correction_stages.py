@@ -1,0 +1,47 @@
+"""The correction benchmark's stage store: computed once per settings, kept across runs, provenance recorded."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_module():
+    spec = importlib.util.spec_from_file_location("bench_correction_run", REPO / "benchmarks/correction/run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SETTINGS = {"model": "tiny", "budgets": "10,20", "validation_samples": 2, "methods": "lrp", "max_minutes": None}
+
+
+def test_a_stage_is_computed_once_and_again_only_for_other_settings(tmp_path):
+    run = _run_module()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert run.Stages(tmp_path, SETTINGS, None).get("toxicity/dense", compute) == {"value": 1}
+    # another run (other methods, a time limit: not settings of a stage) reads the stored one
+    again = run.Stages(tmp_path, SETTINGS | {"methods": "lrp,aura", "max_minutes": 5.0}, None)
+    assert again.get("toxicity/dense", compute) == {"value": 1} and len(calls) == 1
+    assert set(again.provenance["toxicity/dense"]) == {"commit", "machine", "date", "seconds"}
+    stored = json.loads((tmp_path / "toxicity__dense.json").read_text())
+    assert stored["settings"] == {"model": "tiny", "budgets": "10,20", "validation_samples": 2}
+    # other budgets: computed again and stored in place of the old one
+    other = run.Stages(tmp_path, SETTINGS | {"budgets": "5"}, None)
+    assert other.get("toxicity/dense", compute) == {"value": 2}
+    assert json.loads((tmp_path / "toxicity__dense.json").read_text())["settings"]["budgets"] == "5"
+
+
+def test_report_only_never_computes(tmp_path):
+    run = _run_module()
+    stages = run.Stages(tmp_path, SETTINGS, None, report_only=True)
+    assert stages.get("toxicity/reference", lambda: 1 / 0) is None
+    assert not list(tmp_path.iterdir())
