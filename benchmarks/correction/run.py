@@ -78,8 +78,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-#: arguments that do not change what a stage computes (the stage's name carries behaviour and method)
-NOT_SETTINGS = {"methods", "behaviours", "max_minutes", "out", "report_only", "work", "test_group"}
+#: the arguments each kind of stage depends on (its name carries behaviour, method and chosen budget), so
+#: that changing, say, the budgets recomputes rankings and sweeps but not the reference texts or dense
+REFERENCE = frozenset({"model", "reference_samples", "max_prompts", "backend", "quick"})
+RANKING = REFERENCE | {"general", "budgets", "repetition_budgets"}  # a ranking stores its edits per budget
+DENSE = frozenset({"model", "validation_samples", "max_prompts", "evaluation", "validation_windows", "backend", "quick"})
+VALIDATION = RANKING | DENSE
+TEST = REFERENCE | {"general", "test_samples", "evaluation", "second"}  # the chosen budget is in the name
 
 
 def _commit() -> str:
@@ -95,18 +100,20 @@ class Stages:
 
     def __init__(self, work: Path, settings: dict, max_minutes: float | None, report_only: bool = False):
         self.work, self.max_minutes, self.started, self.report_only = work, max_minutes, time.time(), report_only
-        self.settings = {k: v for k, v in settings.items() if k not in NOT_SETTINGS}
+        self.settings = settings
         self.provenance: dict[str, dict] = {}  # stage -> who computed it (for the report)
         work.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
         return self.work / f"{name.replace('/', '__')}.json"
 
-    def get(self, name: str, compute):
+    def get(self, name: str, compute, depends: frozenset[str]):
+        """The stage's stored value when it was computed with the same `depends` settings, else `compute()`."""
         path = self.path(name)
+        settings = {key: self.settings[key] for key in sorted(depends)}
         if path.is_file():
             stored = json.loads(path.read_text())
-            if stored.get("settings") == self.settings:
+            if {key: stored["settings"].get(key) for key in settings} == settings:
                 self.provenance[name] = stored["computed"]
                 return stored["value"]
             if not self.report_only:
@@ -122,7 +129,7 @@ class Stages:
                     "date": time.strftime("%Y-%m-%d", time.gmtime()), "seconds": round(time.time() - started, 1)}
         self.provenance[name] = computed
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "computed": computed, "value": value}))
+        tmp.write_text(json.dumps({"settings": settings, "computed": computed, "value": value}))
         tmp.replace(path)
         return value
 
@@ -182,7 +189,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
                 "generation": {"backend": evaluator.report["calls"][-1]["backend"],
                                "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    stored = stages.get(f"{name}/reference", generate_references)
+    stored = stages.get(f"{name}/reference", generate_references, REFERENCE)
     if stored is None:  # --report-only before this behaviour's reference stage ran
         return None
     texts = tuple([UndesiredText(*pair) for pair in part] for part in stored["texts"])
@@ -203,9 +210,9 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
                 "generation": {"backend": evaluator.report["calls"][-1]["backend"],
                                "fallbacks": list(evaluator.report["fallbacks"])}}
 
-    def stage(key: str, variants: dict, split: str, settings, windows) -> dict:
+    def stage(key: str, variants: dict, split: str, settings, windows, depends) -> dict:
         """One engine call per stage (a chunk of the run stays short and resumable)."""
-        return stages.get(f"{name}/{split}/{key}", lambda: measured(variants(), split, settings, windows))
+        return stages.get(f"{name}/{split}/{key}", lambda: measured(variants(), split, settings, windows), depends)
 
     def edit(m, k):
         return _loaded_edit(rankings[m]["edits"][str(k)], widths)
@@ -214,15 +221,16 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     # validation: one engine call for dense, then one per method (its every budget), so each chunk
     # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep; each
     # method ranks right before its validation stage, so a chunked run completes one method after another
-    validation_stages = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",))}
+    validation_stages = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",),
+                                       DENSE)}
     rankings, failed = {}, {}
     for m in methods:
-        rankings[m] = stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m))
+        rankings[m] = stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m), RANKING)
         if rankings[m] is not None and "error" in rankings[m]:
             failed[m] = rankings[m]["error"]
             continue
         validation_stages[m] = None if rankings[m] is None else stage(
-            m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",))
+            m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",), VALIDATION)
     methods = [m for m in methods if m not in failed]
     if validation_stages["dense"] is None:  # --report-only before any validation stage ran
         raise SystemExit(f"{name}: no validation stage measured yet; run the benchmark first")
@@ -257,7 +265,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     for group in groups:
         key = "+".join(n if n == "dense" else f"{n}@{chosen[n]}" for n in group)
         result = stage(key, lambda group=group: {n: None if n == "dense" else edit(n, chosen[n]) for n in group},
-                       "test", test_settings, ("test", "news"))
+                       "test", test_settings, ("test", "news"), TEST)
         if result is not None:  # None: --report-only before this stage ran
             tested |= result["variants"]
             generation[f"test {key}"] = result["generation"]

@@ -17,6 +17,7 @@ def _run_module():
 
 
 SETTINGS = {"model": "tiny", "budgets": "10,20", "validation_samples": 2, "methods": "lrp", "max_minutes": None}
+DEPENDS = frozenset({"model", "budgets", "validation_samples"})
 
 
 def test_a_stage_is_computed_once_and_again_only_for_other_settings(tmp_path):
@@ -27,21 +28,31 @@ def test_a_stage_is_computed_once_and_again_only_for_other_settings(tmp_path):
         calls.append(1)
         return {"value": len(calls)}
 
-    assert run.Stages(tmp_path, SETTINGS, None).get("toxicity/dense", compute) == {"value": 1}
-    # another run (other methods, a time limit: not settings of a stage) reads the stored one
+    assert run.Stages(tmp_path, SETTINGS, None).get("toxicity/dense", compute, DEPENDS) == {"value": 1}
+    # another run (other methods, a time limit: not what the stage depends on) reads the stored one
     again = run.Stages(tmp_path, SETTINGS | {"methods": "lrp,aura", "max_minutes": 5.0}, None)
-    assert again.get("toxicity/dense", compute) == {"value": 1} and len(calls) == 1
+    assert again.get("toxicity/dense", compute, DEPENDS) == {"value": 1} and len(calls) == 1
     assert set(again.provenance["toxicity/dense"]) == {"commit", "machine", "date", "seconds"}
     stored = json.loads((tmp_path / "toxicity__dense.json").read_text())
     assert stored["settings"] == {"model": "tiny", "budgets": "10,20", "validation_samples": 2}
+    # a stage that does not depend on the budgets keeps its value when they change
+    assert again.get("toxicity/dense", compute, DEPENDS - {"budgets"}) == {"value": 1}
     # other budgets: computed again and stored in place of the old one
     other = run.Stages(tmp_path, SETTINGS | {"budgets": "5"}, None)
-    assert other.get("toxicity/dense", compute) == {"value": 2}
+    assert other.get("toxicity/dense", compute, DEPENDS) == {"value": 2}
     assert json.loads((tmp_path / "toxicity__dense.json").read_text())["settings"]["budgets"] == "5"
+
+
+def test_the_stage_kinds_depend_on_what_they_read():
+    run = _run_module()
+    # new budgets: rankings and sweeps again, not the reference texts, dense or a chosen budget's test
+    assert "budgets" in run.RANKING and "budgets" in run.VALIDATION
+    assert "budgets" not in run.REFERENCE | run.DENSE | run.TEST
+    assert "reference_samples" in run.VALIDATION and "test_samples" not in run.VALIDATION
 
 
 def test_report_only_never_computes(tmp_path):
     run = _run_module()
     stages = run.Stages(tmp_path, SETTINGS, None, report_only=True)
-    assert stages.get("toxicity/reference", lambda: 1 / 0) is None
+    assert stages.get("toxicity/reference", lambda: 1 / 0, DEPENDS) is None
     assert not list(tmp_path.iterdir())
