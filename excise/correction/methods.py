@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from excise.correction.aura import aura_aurocs, aura_scales
+from excise.correction.contrast import Keep
 from excise.correction.run import CorrectConfig, References, remove_lowest, score_contrast
 from excise.models.adapters import get_adapter
 from excise.evaluation.neuron_scales import NeuronScales
@@ -30,7 +31,7 @@ class MethodSpec:
     method: str = "lrp"  # the scorer of a contrastive method
     params: dict = field(default_factory=dict)
     normalise: str = "relative"
-    keep: str = "general"
+    keep: Keep = "general"
     help: str = ""
 
 
