@@ -33,6 +33,7 @@ OPTIONS = (
     Option("behaviour", required=True),
     Option("method"),
     Option("params", flags=("--param",)),
+    Option("target"),
     Option("granularity", flags=("--unit", "--granularity")),
     Option("budget", default=None),  # a budget alone replaces the sweep
     Option("sweep", type=parse_budgets, default=None, help=f"{CorrectConfig.model_fields['sweep'].description} "

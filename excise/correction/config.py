@@ -6,6 +6,8 @@ config is the artifact manifest's `config`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from excise.behaviours import BEHAVIOURS, EvaluationSettings
@@ -14,6 +16,11 @@ from excise.correction.contrast import Keep, Normalise
 from excise.evaluation.variants import Backend
 from excise.models.placement import ComputeSettings
 from excise.scoring.support import check_method
+
+
+#: what a relevance scorer explains at each continuation token (`excise.scoring.targets`): the next
+#: token's logit, or its margin over the logit the model expects (the log-probability's gradient)
+Objective = Literal["next_token", "next_token_margin"]
 
 
 class CorrectConfig(ComputeSettings):
@@ -27,6 +34,9 @@ class CorrectConfig(ComputeSettings):
     # first round's, chosen and reported on the same prompts, since withdrawn) favoured it over lrp
     method: str = Field("gradient", description="relevance method")
     granularity: Unit = Field("neuron", description="the unit removed")
+    target: Objective = Field("next_token", description="what lrp explains at each token: the next token's logit, "
+                              "or its margin over the expected logit (next_token_margin); gradient always "
+                              "differentiates the log-probability")
     params: dict[str, str | int | float | bool] = Field(
         {}, description="scorer parameter (repeatable), e.g. aggregation=token_absolute"
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from excise.correction.aura import aura_aurocs, aura_scales
+from excise.correction.config import Objective
 from excise.correction.contrast import Keep
 from excise.correction.run import CorrectConfig, References, remove_lowest, score_contrast
 from excise.models.adapters import get_adapter
@@ -32,6 +33,7 @@ class MethodSpec:
     params: dict = field(default_factory=dict)
     normalise: str = "relative"
     keep: Keep = "general"
+    target: Objective = "next_token"
     help: str = ""
 
 
@@ -43,6 +45,8 @@ for _spec in (
     MethodSpec("lrp-signed", "contrast", "lrp", {"aggregation": "signed"}, help="LRP, signed relevance"),
     MethodSpec("lrp-harmless", "contrast", "lrp", keep="general+harmless",
                help="LRP, relative rule against general text and the harmless continuations of the same prompts"),
+    MethodSpec("lrp-margin", "contrast", "lrp", target="next_token_margin",
+               help="LRP started at the next token's margin over the expected logit (the log-probability's gradient)"),
     MethodSpec("gradient", "contrast", "gradient", help="|gradient x activation| of the loss, relative rule"),
     MethodSpec("wanda", "contrast", "wanda", help="|W| x activation norm, relative rule"),
     MethodSpec("activation", "contrast", "activation", help="mean |activation|, relative rule"),
@@ -65,7 +69,7 @@ def rank(spec: MethodSpec, config: CorrectConfig, model, references: References,
     adapter = get_adapter(model)
     if spec.kind == "contrast":
         method_config = config.model_copy(update={"method": spec.method, "params": spec.params,
-                                                  "normalise": spec.normalise, "keep": spec.keep,
+                                                  "normalise": spec.normalise, "keep": spec.keep, "target": spec.target,
                                                   "granularity": "neuron"})
         contrast, _ = score_contrast(method_config, model, references)
         return Ranking(lambda k: NeuronScales.from_masks(remove_lowest(contrast, "neuron", k)),

@@ -158,7 +158,7 @@ def score_contrast(config: CorrectConfig, model, references: References) -> tupl
     for what, batches in data.items():
         logger.info("scoring the %s reference with %s", what, config.method)
         results[what] = score_model(model, batches, config.method, granularities={config.granularity},
-                                    batch_size=config.batch_size, recompute=config.recompute, **config.params)
+                                    target=config.target, batch_size=config.batch_size, recompute=config.recompute, **config.params)
         seconds[f"scoring_{what}"] = results[what].wall_seconds
     keep = results["general"].scores
     if "harmless" in results:

@@ -6,7 +6,7 @@
     result.scores  # Scores: weights by "<module>.weight", neurons/heads by layer index
 
 Methods (`SCORERS`): lrp, gradient, eap, wanda, magnitude, activation; targets (`TARGETS`):
-next_token (default), predicted_token, task_correct, task_logit_diff.
+next_token (default), next_token_margin, predicted_token, task_correct, task_logit_diff.
 """
 
 from excise.scoring.activation import ActivationScorer

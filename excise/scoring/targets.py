@@ -1,7 +1,8 @@
 """Targets: the per-sample scalar whose relevance (or gradient) a scorer propagates back.
 
-`objective(logits, batch) -> [B]` is where LRP starts (a logit or a logit difference: LRP
-explains a model output, not a loss). `loss(logits, batch) -> [B]` is what the gradient
+`objective(logits, batch) -> [B]` is where LRP starts (a logit, a logit difference, or a
+logit measured against the model's expectation: LRP explains a quantity linear in the
+logits, so what it conserves is that quantity, not a loss). `loss(logits, batch) -> [B]` is what the gradient
 scorer differentiates: the plain LM loss for language-model data, the task objective for
 task targets (the sign does not matter for absolute scores).
 """
@@ -57,6 +58,28 @@ class NextToken(Target):
         return (nll * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
+class NextTokenMargin(NextToken):
+    """Each position's next-token logit minus the logit expected under the model's own
+    distribution, `z_t - sum_v p_v z_v` with p held fixed, summed over a sample's positions.
+
+    Its gradient is that of the log-probability of the next token (`onehot - p`), so LRP
+    started here explains why the model prefers *this* token over what it would otherwise
+    say (the softmax-gradient start of SGLRP, Iwana et al. 2019). The plain logit is mostly
+    the part every token shares, so relevance for it lands on components that serve any
+    next token; the gradient scorer, which differentiates the log-probability, never had
+    that problem. The loss (for the gradient scorer) stays the next-token NLL, whose
+    gradient this is.
+    """
+
+    name = "next_token_margin"
+
+    def objective(self, logits, batch):
+        logits = logits[:, :-1]
+        expected = (logits.softmax(-1).detach() * logits).sum(-1)  # [B, T-1]
+        chosen = logits.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+        return ((chosen - expected) * _next_token_mask(batch)).sum(-1)
+
+
 class PredictedToken(Target):
     """Each position's largest logit (the model's own prediction), summed over positions."""
 
@@ -97,7 +120,7 @@ class TaskLogitDiff(Target):
 
 
 TARGETS: Registry[Target] = Registry("target")
-for _target in (NextToken(), PredictedToken(), TaskCorrect(), TaskLogitDiff()):
+for _target in (NextToken(), NextTokenMargin(), PredictedToken(), TaskCorrect(), TaskLogitDiff()):
     TARGETS.add(_target.name, _target)
 
 

@@ -142,6 +142,31 @@ def test_lrp_task_logit_difference_target(tiny_llama):
         torch.testing.assert_close(score, expected.float(), rtol=1e-3, atol=1e-6)
 
 
+def test_lrp_next_token_margin_target(tiny_llama):
+    """Started at each token's margin over the expected logit: the reference differentiates the
+    margin written out in float64, with the distribution held fixed."""
+    windows = torch.randint(0, 384, (2, 9), generator=torch.Generator().manual_seed(4))
+    result = score_model(tiny_llama, windows, "lrp", granularities={"weight", "neuron"}, target="next_token_margin",
+                         batch_size=2, progress=False)
+
+    def margin(ids):
+        def objective(logits):
+            z = logits[0, :-1]
+            expected = (z.softmax(-1).detach() * z).sum(-1)
+            return (z.gather(-1, ids[0, 1:, None]).squeeze(-1) - expected).sum()
+        return objective
+
+    per_sample = [reference_relevance(tiny_llama, w[None], margin(w[None])) for w in windows]
+    plain = score_model(tiny_llama, windows, "lrp", granularities={"neuron"}, batch_size=2, progress=False).scores
+    for layer in (0, 1):
+        expected = torch.stack([aggregate(sample[1][layer], "absolute") for sample in per_sample]).mean(0).float()
+        torch.testing.assert_close(result.scores.neurons[layer], expected, rtol=1e-3, atol=1e-6)
+        assert not torch.allclose(plain.neurons[layer], expected, rtol=1e-2)
+    for key, score in result.scores.weights.items():
+        expected = torch.stack([aggregate(sample[0][key], "absolute") for sample in per_sample]).mean(0).float()
+        torch.testing.assert_close(score, expected, rtol=1e-3, atol=1e-6)
+
+
 def test_signed_weight_relevance_of_a_column_equals_its_unit_relevance(tiny_llama):
     """Conservation through the output projections: the signed relevances of the weights that
     read neuron j (column j of down_proj) sum to the neuron's relevance a_j * a_j.grad; same

@@ -30,6 +30,21 @@ def test_next_token_objective_sums_only_predictions_of_scored_tokens():
     assert get_target("next_token").objective(logits, batch).tolist() == [float(e) for e in expected]
 
 
+def test_next_token_margin_is_the_logit_minus_its_expectation_with_the_log_probability_gradient():
+    # one position, three tokens, logits (0, ln 2, ln 5): p = (1/8, 2/8, 5/8), next token 1
+    logits = torch.zeros(1, 2, 3, dtype=torch.float64)
+    logits[0, 0] = torch.tensor([1.0, 2.0, 5.0], dtype=torch.float64).log()
+    logits.requires_grad_()
+    batch = ReferenceBatch(torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.long))
+    value = get_target("next_token_margin").objective(logits, batch)
+    ln2, ln5 = torch.tensor(2.0, dtype=torch.float64).log(), torch.tensor(5.0, dtype=torch.float64).log()
+    torch.testing.assert_close(value, (ln2 - (2 * ln2 + 5 * ln5) / 8)[None])
+    value.sum().backward()
+    # d/dz of log p(token 1) = onehot - p
+    torch.testing.assert_close(logits.grad[0, 0], torch.tensor([-1 / 8, 1 - 2 / 8, -5 / 8], dtype=torch.float64))
+    assert logits.grad[0, 1].abs().sum() == 0  # the last position predicts nothing
+
+
 def test_scorers_ignore_the_prompt_of_an_undesired_text(tiny_llama_dir):
     loaded = load_model(tiny_llama_dir)
     ids = torch.tensor([[5, 9, 2, 7, 3, 8]])
