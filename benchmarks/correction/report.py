@@ -202,7 +202,7 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
             (f"{secondary} [95%]", _interval(secondary)),
             ("wiki ppl", lambda r: f"{r['perplexity_test']:.3f} ({_pct(r['perplexity_test_increase'])})"),
             ("news ppl", lambda r: f"{r.get('perplexity_news', float('nan')):.3f} ({_pct(r.get('perplexity_news_increase', float('nan')))})"),
-            ("scoring s", lambda r: f"{r['seconds']['scoring']:.0f}"), ("test gen s", lambda r: f"{r['seconds']['test_generation']:.0f}"),
+            ("scoring s", lambda r: "n/a" if r["seconds"]["scoring"] is None else f"{r['seconds']['scoring']:.0f}"), ("test gen s", lambda r: f"{r['seconds']['test_generation']:.0f}"),
         ])
         lines += ["", "### Validation sweep (where K is chosen)", ""]
         lines += _table(validations, [

@@ -75,15 +75,22 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    for flag in ("budgets", "repetition_budgets"):
+        budgets = [int(k) for k in getattr(args, flag).split(",")]
+        if max(budgets) > RANKED or min(budgets) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must lie in 1..{RANKED} (what a ranking stage stores)")
     return args
 
 
-#: the arguments each kind of stage depends on (its name carries behaviour, method and chosen budget), so
-#: that changing, say, the budgets recomputes rankings and sweeps but not the reference texts or dense
+#: a ranking stage stores the first this many neurons of its order (each method's edits are nested in
+#: the budget, so any budget up to this is measured without ranking again)
+RANKED = 1000
+#: the arguments each kind of stage depends on (its name carries behaviour, method and budgets), so that
+#: new budgets measure only the new variants: neither the references, the rankings nor dense again
 REFERENCE = frozenset({"model", "reference_samples", "max_prompts", "backend", "quick"})
-RANKING = REFERENCE | {"general", "budgets", "repetition_budgets"}  # a ranking stores its edits per budget
+RANKING = REFERENCE | {"general", "ranked"}  # "ranked": what a ranking stage stores (see RANKED)
 DENSE = frozenset({"model", "validation_samples", "max_prompts", "evaluation", "validation_windows", "backend", "quick"})
-VALIDATION = RANKING | DENSE
+VALIDATION = REFERENCE | {"general"} | DENSE  # a method's variants, each named by its budget
 TEST = REFERENCE | {"general", "test_samples", "evaluation", "second"}  # the chosen budget is in the name
 
 
@@ -107,8 +114,9 @@ class Stages:
     def path(self, name: str) -> Path:
         return self.work / f"{name.replace('/', '__')}.json"
 
-    def get(self, name: str, compute, depends: frozenset[str]):
-        """The stage's stored value when it was computed with the same `depends` settings, else `compute()`."""
+    def get(self, name: str, compute, depends: frozenset[str], compute_missing: bool = True):
+        """The stage's stored value when it was computed with the same `depends` settings, else
+        `compute()` (None without computing when `compute_missing` is False)."""
         path = self.path(name)
         settings = {key: self.settings[key] for key in sorted(depends)}
         if path.is_file():
@@ -116,9 +124,9 @@ class Stages:
             if {key: stored["settings"].get(key) for key in settings} == settings:
                 self.provenance[name] = stored["computed"]
                 return stored["value"]
-            if not self.report_only:
+            if not self.report_only and compute_missing:
                 logging.getLogger("benchmark").info("stage %s was computed with other settings; computing it again", name)
-        if self.report_only:
+        if self.report_only or not compute_missing:
             return None
         if self.max_minutes is not None and (time.time() - self.started) / 60 > self.max_minutes:
             logging.getLogger("benchmark").info("stopping before stage %s; run again to resume", name)
@@ -134,29 +142,25 @@ class Stages:
         return value
 
 
+    def stored_parts(self, name: str, keys: list[str], depends: frozenset[str]) -> tuple[list[tuple[str, dict]], list[str]]:
+        """Of the variants `keys` of the stage family `name`, those stored by earlier runs (in `name`
+        or `name@<budgets>`) with the same `depends` settings, as `(stage, value)` parts, and the
+        keys still missing (to measure in one more stage, `name@<their budgets>`)."""
+        path = self.path(name)
+        files = sorted(path.parent.glob(path.stem + ".json")) + sorted(path.parent.glob(path.stem + "@*.json"))
+        parts, found = [], set()
+        for file in files:
+            stage = name + file.stem[len(path.stem):]
+            value = self.get(stage, lambda: None, depends, compute_missing=False)
+            if value is not None and set(value["variants"]) & (set(keys) - found):
+                parts.append((stage, value))
+                found |= set(value["variants"])
+        return parts, [key for key in keys if key not in found]
+
+
 def measurement(result, split) -> dict:
     m = result.behaviour[split]
     return {"metrics": m.metrics, "shows": list(m.shows), "values": list(m.values)}
-
-
-def _stored_edit(edit) -> dict:
-    """A NeuronScales as JSON: layer -> {neuron: scale} for the changed neurons only."""
-    return {str(layer): {str(int(i)): float(scale[i]) for i in (scale != 1).nonzero().flatten()}
-            for layer, scale in edit.scales.items()}
-
-
-def _loaded_edit(stored: dict, widths: dict[int, int]):
-    import torch
-
-    from excise.evaluation.neuron_scales import NeuronScales
-
-    scales = {}
-    for layer, width in widths.items():
-        scale = torch.ones(width)
-        for index, value in stored.get(str(layer), {}).items():
-            scale[int(index)] = value
-        scales[layer] = scale
-    return NeuronScales(scales)
 
 
 def run_behaviour(name: str, args, stages: Stages) -> dict:
@@ -166,6 +170,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     from excise.errors import ExciseError
     from excise.evaluation.variants import VariantEvaluator
     from excise.models.adapters import get_adapter
+    from excise.evaluation.neuron_scales import NeuronScales
     from excise.models.loading import load_model
     from excise.correction.protocol import measure_variants, split_prompts
 
@@ -201,7 +206,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
             r = rank(METHODS[method], config, loaded.model, references)
         except ExciseError as error:  # e.g. AurA without harmless texts: reported, not measured
             return {"error": str(error)}
-        return {"edits": {str(k): _stored_edit(r.edit(k)) for k in budgets}, "seconds": r.seconds}
+        return {"order": [list(entry) for entry in r.order[:RANKED]], "seconds": r.seconds}
 
     def measured(variants, split, settings, windows):
         results = measure_variants(evaluator, behaviour, variants, data, settings, splits=(split,), window_sets=windows)
@@ -214,29 +219,47 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         """One engine call per stage (a chunk of the run stays short and resumable)."""
         return stages.get(f"{name}/{split}/{key}", lambda: measured(variants(), split, settings, windows), depends)
 
+    rankings = {}
+
+    def ranked(m):
+        """The method's ranking, computed when first needed (None: --report-only and not stored)."""
+        if m not in rankings:
+            rankings[m] = stages.get(f"{name}/{m}/ranking", lambda: ranking(m), RANKING)
+        return rankings[m]
+
     def edit(m, k):
-        return _loaded_edit(rankings[m]["edits"][str(k)], widths)
+        return NeuronScales.edited(widths, ranked(m)["order"][:k])
+
+    def ranking_seconds(m) -> float | None:
+        stored = rankings.get(m) or stages.get(f"{name}/{m}/ranking", lambda: None, RANKING, compute_missing=False)
+        return stored["seconds"] if stored else None
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
     # validation: one engine call for dense, then one per method (its every budget), so each chunk
     # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep; each
     # method ranks right before its validation stage, so a chunked run completes one method after another
-    validation_stages = {"dense": stage("dense", lambda: {"dense": None}, "validation", base, ("validation",),
-                                       DENSE)}
-    rankings, failed = {}, {}
-    for m in methods:
-        rankings[m] = stages.get(f"{name}/{m}/ranking", lambda m=m: ranking(m), RANKING)
-        if rankings[m] is not None and "error" in rankings[m]:
-            failed[m] = rankings[m]["error"]
-            continue
-        validation_stages[m] = None if rankings[m] is None else stage(
-            m, lambda m=m: {f"{m}/K={k}": edit(m, k) for k in budgets}, "validation", base, ("validation",), VALIDATION)
-    methods = [m for m in methods if m not in failed]
-    if validation_stages["dense"] is None:  # --report-only before any validation stage ran
+    dense = stage("dense", lambda: {"dense": None}, "validation", base, ("validation",), DENSE)
+    if dense is None:  # --report-only before any validation stage ran
         raise SystemExit(f"{name}: no validation stage measured yet; run the benchmark first")
-    pending = [m for m in methods if validation_stages[m] is None]  # --report-only: not measured yet
-    methods = [m for m in methods if m not in pending]
-    validation_stages = {key: part for key, part in validation_stages.items() if part is not None}
+    validation_stages = {f"{name}/validation/dense": dense}
+    failed, pending = {}, []
+    for m in methods:
+        # a method's variants may come from several stages (budgets added later); rank only to measure more
+        parts, missing = stages.stored_parts(f"{name}/validation/{m}", [f"{m}/K={k}" for k in budgets], VALIDATION)
+        if missing:
+            if ranked(m) is not None and "error" in ranked(m):
+                failed[m] = ranked(m)["error"]
+                continue
+            key = f"{m}@{','.join(k.rsplit('=', 1)[1] for k in missing)}"
+            part = None if ranked(m) is None else stage(
+                key, lambda m=m, missing=missing: {k: edit(m, int(k.rsplit("=", 1)[1])) for k in missing},
+                "validation", base, ("validation",), VALIDATION)
+            if part is None:  # --report-only: not measured yet
+                pending.append(m)
+                continue
+            parts.append((f"{name}/validation/{key}", part))
+        validation_stages |= dict(parts)
+    methods = [m for m in methods if m not in failed and m not in pending]
     validated = {"variants": {key: v for part in validation_stages.values() for key, v in part["variants"].items()}}
     val = validated["variants"]["dense"]
     dense_ppl, before = val["perplexity"]["validation"], val["behaviour"]["metrics"][behaviour.primary]
@@ -247,7 +270,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
            "pending": pending}
     chosen = {}
     for m in methods:
-        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": rankings[m]["seconds"]}
+        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": ranking_seconds(m)}
         allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
         def reduction(k, entry=entry):
@@ -259,7 +282,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     # test: dense and each method at its chosen budget, --test-group variants per engine call (one chunk each)
     names = ["dense", *methods]
     groups = [names[i : i + args.test_group] for i in range(0, len(names), args.test_group)]
-    generation = {"reference": stored["generation"]} | {f"validation {key}": part["generation"]
+    generation = {"reference": stored["generation"]} | {f"validation {key.split('/validation/')[1]}": part["generation"]
                                                          for key, part in validation_stages.items()}
     tested = {}
     for group in groups:
@@ -289,7 +312,7 @@ def main() -> None:
     command = "python benchmarks/correction/run.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     work = args.work or (Path("~/.cache/excise/bench/correction-quick").expanduser() if args.quick
                          else RESULTS / "correction_stages")
-    stages = Stages(work, vars(args), args.max_minutes, args.report_only)
+    stages = Stages(work, vars(args) | {"ranked": RANKED}, args.max_minutes, args.report_only)
     results = {name: run_behaviour(name, args, stages) for name in args.behaviours.split(",")}
     results = {name: result for name, result in results.items() if result is not None}
     if not results:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from excise.correction.contrast import lowest_first
 from excise.errors import ExciseError
 from excise.models.adapters import ModelAdapter
 from excise.evaluation.neuron_scales import NeuronScales
@@ -65,17 +66,14 @@ def aura_aurocs(adapter: ModelAdapter, undesired: list[ReferenceBatch], harmless
     return {index: auroc(positives[index], negatives[index]) for index in positives}
 
 
+def aura_order(aurocs: dict[int, torch.Tensor]) -> list[tuple[int, int, float]]:
+    """`(layer, neuron, factor)` of every neuron with AUROC > 0.5, highest AUROC first (ties: lower
+    layer, then lower index), each with its dampening factor 1 - 2 (AUROC - 0.5)."""
+    values = {key: value.tolist() for key, value in aurocs.items()}
+    return [(key, index, 1 - 2 * (values[key][index] - 0.5))
+            for key, index in lowest_first({key: -value for key, value in aurocs.items()}) if values[key][index] > 0.5]
+
+
 def aura_scales(aurocs: dict[int, torch.Tensor], budget: int) -> NeuronScales:
     """Dampen the `budget` neurons of highest AUROC (> 0.5 only) by 1 - 2 (AUROC - 0.5)."""
-    keys = sorted(aurocs)
-    flat = torch.cat([aurocs[k] for k in keys])  # [all neurons]
-    order = torch.argsort(-flat, stable=True)[:budget]
-    order = order[flat[order] > 0.5]
-    factors = torch.ones_like(flat)
-    factors[order] = 1 - 2 * (flat[order] - 0.5)
-    scales, offset = {}, 0
-    for key in keys:
-        size = aurocs[key].numel()
-        scales[key] = factors[offset : offset + size].float()
-        offset += size
-    return NeuronScales(scales)
+    return NeuronScales.edited({key: value.numel() for key, value in aurocs.items()}, aura_order(aurocs)[:budget])

@@ -63,20 +63,24 @@ def component_count(scores: Scores, granularity: Unit) -> int:
     return sum(value.numel() for value in scores.per_unit()[granularity].values())
 
 
+def lowest_first(units: dict) -> list[tuple]:
+    """`(key, flat index)` of every component of `units`, from the lowest score up across all keys
+    (ties: earlier key, then lower index)."""
+    keys = sorted(units)
+    owners = [(key, index) for key in keys for index in range(units[key].numel())]
+    flat = torch.cat([units[key].reshape(-1) for key in keys])  # [total], in key order
+    return [owners[i] for i in torch.argsort(flat, stable=True).tolist()]
+
+
 def remove_lowest(contrast: Scores, granularity: Unit, budget: int) -> MaskSet:
     """A mask removing exactly the `budget` components with the lowest contrast, across all layers."""
     units = contrast.per_unit()[granularity]
-    keys = sorted(units)
     total = component_count(contrast, granularity)
     if budget > total:
         raise ExciseError(f"budget {budget} exceeds the {total} {granularity}s of the model; give a budget <= {total}")
-    flat = torch.cat([units[key].reshape(-1) for key in keys])  # [total], in key order
-    keep = torch.ones(total, dtype=torch.bool)
-    keep[torch.argsort(flat, stable=True)[:budget]] = False
+    keep = {key: torch.ones(value.numel(), dtype=torch.bool) for key, value in units.items()}
+    for key, index in lowest_first(units)[:budget]:
+        keep[key][index] = False
     masks = MaskSet()
-    offset = 0
-    for key in keys:
-        size = units[key].numel()
-        masks.per_unit()[granularity][key] = keep[offset : offset + size].view(units[key].shape).clone()
-        offset += size
+    masks.per_unit()[granularity].update({key: keep[key].view(units[key].shape) for key in sorted(units)})
     return masks

@@ -10,19 +10,17 @@ control removes K neurons drawn with a fixed seed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from excise.correction.aura import aura_aurocs, aura_scales
+from excise.correction.aura import aura_aurocs, aura_order
 from excise.correction.config import Objective
-from excise.correction.contrast import Keep
-from excise.correction.run import CorrectConfig, References, remove_lowest, score_contrast
+from excise.correction.contrast import Keep, lowest_first
+from excise.correction.run import CorrectConfig, References, score_contrast
 from excise.models.adapters import get_adapter
 from excise.evaluation.neuron_scales import NeuronScales
 from excise.registry import Registry
-from excise.artifacts.scores import Scores
 
 
 @dataclass(frozen=True)
@@ -58,25 +56,36 @@ for _spec in (
 
 @dataclass
 class Ranking:
-    """What a method computed once; `edit(budget)` is cheap."""
+    """What a method computed once: the neurons it edits, first to last, each with the scale it
+    gets (0 = removed). Every method's edits are nested in the budget, so budget K edits the
+    first K, and the order is all one needs to keep to measure any budget later."""
 
-    edit: Callable[[int], NeuronScales]
+    order: list[tuple[int, int, float]]  # (layer, neuron, scale)
+    widths: dict[int, int]  # neurons per layer
     seconds: float
+
+    def edit(self, budget: int) -> NeuronScales:
+        return NeuronScales.edited(self.widths, self.order[:budget])
+
+
+def _removed_first(scores: dict[int, torch.Tensor]) -> list[tuple[int, int, float]]:
+    """Lowest score first, every neuron removed (the order `remove_lowest` removes them in)."""
+    return [(layer, neuron, 0.0) for layer, neuron in lowest_first(scores)]
 
 
 def rank(spec: MethodSpec, config: CorrectConfig, model, references: References, seed: int = 0) -> Ranking:
     started = time.perf_counter()
     adapter = get_adapter(model)
+    widths = {layer.index: layer.mlp.num_neurons for layer in adapter.layers()}
     if spec.kind == "contrast":
         method_config = config.model_copy(update={"method": spec.method, "params": spec.params,
                                                   "normalise": spec.normalise, "keep": spec.keep, "target": spec.target,
                                                   "granularity": "neuron"})
         contrast, _ = score_contrast(method_config, model, references)
-        return Ranking(lambda k: NeuronScales.from_masks(remove_lowest(contrast, "neuron", k)),
-                       time.perf_counter() - started)
-    if spec.kind == "aura":
-        aurocs = aura_aurocs(adapter, references.undesired, references.harmless)
-        return Ranking(lambda k: aura_scales(aurocs, k), time.perf_counter() - started)
-    generator = torch.Generator().manual_seed(seed)
-    noise = Scores(neurons={layer.index: torch.rand(layer.mlp.num_neurons, generator=generator) for layer in adapter.layers()})
-    return Ranking(lambda k: NeuronScales.from_masks(remove_lowest(noise, "neuron", k)), time.perf_counter() - started)
+        order = _removed_first(contrast.neurons)
+    elif spec.kind == "aura":
+        order = aura_order(aura_aurocs(adapter, references.undesired, references.harmless))
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        order = _removed_first({index: torch.rand(width, generator=generator) for index, width in widths.items()})
+    return Ranking(order, widths, time.perf_counter() - started)

@@ -24,6 +24,14 @@ class NeuronScales:
     def from_masks(cls, masks: MaskSet) -> NeuronScales:
         return cls({index: kept.float() for index, kept in masks.neurons.items()})
 
+    @classmethod
+    def edited(cls, widths: dict[int, int], entries) -> NeuronScales:
+        """Every layer's neurons at scale 1 except `entries`' `(layer, neuron, scale)`."""
+        scales = {layer: torch.ones(width) for layer, width in widths.items()}
+        for layer, neuron, scale in entries:
+            scales[layer][neuron] = scale
+        return cls(scales)
+
     def changed(self) -> int:
         return sum(int((scale != 1).sum()) for scale in self.scales.values())
 

@@ -45,10 +45,38 @@ def test_a_stage_is_computed_once_and_again_only_for_other_settings(tmp_path):
 
 def test_the_stage_kinds_depend_on_what_they_read():
     run = _run_module()
-    # new budgets: rankings and sweeps again, not the reference texts, dense or a chosen budget's test
-    assert "budgets" in run.RANKING and "budgets" in run.VALIDATION
-    assert "budgets" not in run.REFERENCE | run.DENSE | run.TEST
+    # new budgets: only the new variants; neither the references, a ranking, dense nor a chosen budget's test
+    assert not {"budgets", "repetition_budgets"} & (run.REFERENCE | run.RANKING | run.DENSE | run.VALIDATION | run.TEST)
     assert "reference_samples" in run.VALIDATION and "test_samples" not in run.VALIDATION
+    # how much of its order a ranking stores changes the ranking stage, not the variants measured from it
+    assert "ranked" in run.RANKING and "ranked" not in run.VALIDATION
+
+
+def test_a_methods_variants_come_from_every_stage_that_measured_them(tmp_path):
+    run = _run_module()
+    stages = run.Stages(tmp_path, SETTINGS, None)
+    depends = frozenset({"model", "validation_samples"})
+    stages.get("toxicity/validation/lrp", lambda: {"variants": {"lrp/K=50": 1, "lrp/K=100": 2}}, depends)
+    stages.get("toxicity/validation/lrp@10", lambda: {"variants": {"lrp/K=10": 3}}, depends)
+    stages.get("toxicity/validation/lrp-token", lambda: {"variants": {"lrp-token/K=10": 9}}, depends)  # another method
+    parts, missing = stages.stored_parts("toxicity/validation/lrp", ["lrp/K=10", "lrp/K=25", "lrp/K=50"], depends)
+    assert [stage for stage, _ in parts] == ["toxicity/validation/lrp", "toxicity/validation/lrp@10"]
+    assert missing == ["lrp/K=25"]
+    # measured with other settings: not a source
+    other = run.Stages(tmp_path, SETTINGS | {"validation_samples": 3}, None)
+    assert other.stored_parts("toxicity/validation/lrp", ["lrp/K=10"], depends) == ([], ["lrp/K=10"])
+
+
+def test_budgets_beyond_what_a_ranking_stores_are_refused(monkeypatch, capsys):
+    run = _run_module()
+    monkeypatch.setattr("sys.argv", ["run.py", "--budgets", f"10,{run.RANKED + 1}"])
+    try:
+        run.parse_args()
+    except SystemExit as exit:
+        assert exit.code == 2
+    else:
+        raise AssertionError("parse_args accepted a budget beyond RANKED")
+    assert f"--budgets must lie in 1..{run.RANKED}" in capsys.readouterr().err
 
 
 def test_report_only_never_computes(tmp_path):
