@@ -32,7 +32,13 @@ class MethodSpec:
     normalise: str = "relative"
     keep: Keep = "general"
     target: Objective = "next_token"
+    #: scale each chosen neuron by 1 + its relative contrast instead of removing it (relative rule only)
+    dampen: bool = False
     help: str = ""
+
+    def __post_init__(self):
+        if self.dampen and (self.kind != "contrast" or self.normalise != "relative"):
+            raise ValueError(f"{self.name}: dampening by the contrast needs a contrastive method with the relative rule")
 
 
 METHODS: Registry[MethodSpec] = Registry("correction method")
@@ -45,6 +51,8 @@ for _spec in (
                help="LRP, relative rule against general text and the harmless continuations of the same prompts"),
     MethodSpec("lrp-margin", "contrast", "lrp", target="next_token_margin",
                help="LRP started at the next token's margin over the expected logit (the log-probability's gradient)"),
+    MethodSpec("lrp-margin-dampened", "contrast", "lrp", target="next_token_margin", dampen=True,
+               help="lrp-margin, each neuron scaled by 1 + its relative contrast instead of removed"),
     MethodSpec("gradient", "contrast", "gradient", help="|gradient x activation| of the loss, relative rule"),
     MethodSpec("wanda", "contrast", "wanda", help="|W| x activation norm, relative rule"),
     MethodSpec("activation", "contrast", "activation", help="mean |activation|, relative rule"),
@@ -68,9 +76,14 @@ class Ranking:
         return NeuronScales.edited(self.widths, self.order[:budget])
 
 
-def _removed_first(scores: dict[int, torch.Tensor]) -> list[tuple[int, int, float]]:
-    """Lowest score first, every neuron removed (the order `remove_lowest` removes them in)."""
-    return [(layer, neuron, 0.0) for layer, neuron in lowest_first(scores)]
+def _removed_first(scores: dict[int, torch.Tensor], dampen: bool = False) -> list[tuple[int, int, float]]:
+    """Lowest score first (the order `remove_lowest` removes them in), every neuron removed, or with
+    `dampen` scaled by 1 + its score clamped to [0, 1]: under the relative rule the score is the share
+    of the neuron's (normalised) relevance that is for general rather than undesired text, in (-1, 1),
+    so a neuron that serves only the undesired text goes and one that serves both equally is halved."""
+    values = {key: value.tolist() for key, value in scores.items()}
+    return [(layer, neuron, min(max(1 + values[layer][neuron], 0.0), 1.0) if dampen else 0.0)
+            for layer, neuron in lowest_first(scores)]
 
 
 def rank(spec: MethodSpec, config: CorrectConfig, model, references: References, seed: int = 0) -> Ranking:
@@ -82,7 +95,7 @@ def rank(spec: MethodSpec, config: CorrectConfig, model, references: References,
                                                   "normalise": spec.normalise, "keep": spec.keep, "target": spec.target,
                                                   "granularity": "neuron"})
         contrast, _ = score_contrast(method_config, model, references)
-        order = _removed_first(contrast.neurons)
+        order = _removed_first(contrast.neurons, spec.dampen)
     elif spec.kind == "aura":
         order = aura_order(aura_aurocs(adapter, references.undesired, references.harmless))
     else:
