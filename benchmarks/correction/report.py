@@ -214,8 +214,11 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         ])
         images = plots(name, validations, primary, out)
         failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
+        failures += [f"- **{m}**: no budget stayed within the +{100 * settings['ppl_bound']:.0f}% validation perplexity bound, so it cannot "
+                     "meet the target and was not taken to the test split" for m in untested
+                     if not result["methods"][m]["chosen"]["within_bound"]]
         failures += [f"- **{m}**: validation only; its test stage did not run (the run stopped for CPU time; "
-                     "rerun the command to complete it)" for m in untested]
+                     "rerun the command to complete it)" for m in untested if result["methods"][m]["chosen"]["within_bound"]]
         failures += [f"- **{m}**: not measured yet (its validation stage did not run; rerun the command)"
                      for m in result.get("pending", [])]
         lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
