@@ -63,7 +63,10 @@ def validation_rows(name: str, entry: dict, dense: dict, budgets, behaviour) -> 
                      "reduction": 1 - metrics[primary] / before if before else 0.0,
                      "perplexity_validation_increase": v["perplexity"]["validation"] / dense["validation"]["perplexity"]["validation"] - 1,
                      "seconds_generation": v["seconds"]["generation"], "seconds_perplexity": v["seconds"]["perplexity"],
-                     "mcnemar_p": mcnemar(dense["validation"]["behaviour"]["shows"], v["behaviour"]["shows"])})
+                     "mcnemar_p": mcnemar(dense["validation"]["behaviour"]["shows"], v["behaviour"]["shows"]),
+                     # per-prompt values are continuous, so the paired interval tells methods apart on fewer prompts
+                     f"{secondary}_difference_interval": list(paired_bootstrap(
+                         dense["validation"]["behaviour"]["values"], v["behaviour"]["values"], seed=0))})
     return rows
 
 
@@ -209,6 +212,7 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
             ("method", lambda r: r["method"]), ("K", lambda r: str(r["budget"])),
             (f"{primary} [95%]", _interval(primary)), ("reduction", lambda r: f"{100 * r['reduction']:.1f}%"),
             ("McNemar p", lambda r: f"{r['mcnemar_p']:.2g}"),
+            (f"{secondary} - dense [95%]", lambda r: "[{:+.3f}, {:+.3f}]".format(*r[f"{secondary}_difference_interval"])),
             ("ppl increase", lambda r: _pct(r["perplexity_validation_increase"])),
             ("gen s", lambda r: f"{r['seconds_generation']:.0f}"), ("ppl s", lambda r: f"{r['seconds_perplexity']:.0f}"),
         ])
