@@ -51,6 +51,8 @@ for _spec in (
                help="LRP, relative rule against general text and the harmless continuations of the same prompts"),
     MethodSpec("lrp-margin", "contrast", "lrp", target="next_token_margin",
                help="LRP started at the next token's margin over the expected logit (the log-probability's gradient)"),
+    MethodSpec("lrp-margin-harmless", "contrast", "lrp", keep="general+harmless", target="next_token_margin",
+               help="lrp-margin against general text and the harmless continuations of the same prompts"),
     MethodSpec("lrp-margin-dampened", "contrast", "lrp", target="next_token_margin", dampen=True,
                help="lrp-margin, each neuron scaled by 1 + its relative contrast instead of removed"),
     MethodSpec("gradient", "contrast", "gradient", help="|gradient x activation| of the loss, relative rule"),
