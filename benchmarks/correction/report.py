@@ -50,7 +50,7 @@ def validation_rows(name: str, entry: dict, dense: dict, budgets, behaviour) -> 
     primary = behaviour.primary
     before = dense["validation"]["behaviour"]["metrics"][primary]
     rows = []
-    for k in budgets:
+    for k in (k for k in budgets if f"K={k}" in entry["validation"]):  # --report-only: the budgets measured so far
         v = entry["validation"][f"K={k}"]
         metrics = v["behaviour"]["metrics"]
         secondary = behaviour.secondary
@@ -218,13 +218,15 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         ])
         images = plots(name, validations, primary, out)
         failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
-        failures += [f"- **{m}**: no budget stayed within the +{100 * settings['ppl_bound']:.0f}% validation perplexity bound, so it cannot "
+        failures += [f"- **{m}**: no measured budget stayed within the +{100 * settings['ppl_bound']:.0f}% validation perplexity bound, so at these budgets it cannot "
                      "meet the target and was not taken to the test split" for m in untested
                      if not result["methods"][m]["chosen"]["within_bound"]]
         failures += [f"- **{m}**: validation only; its test stage did not run (the run stopped for CPU time; "
                      "rerun the command to complete it)" for m in untested if result["methods"][m]["chosen"]["within_bound"]]
         failures += [f"- **{m}**: not measured yet (its validation stage did not run; rerun the command)"
                      for m in result.get("pending", [])]
+        failures += [f"- **{m}**: K = {', '.join(map(str, ks))} not measured yet; K was chosen among the others"
+                     for m, ks in result.get("unmeasured", {}).items()]
         lines += ["", *[f"![{image}]({image})" for image in images], "", "### Reading", "", *reading(name, tests, validations),
                   *failures, ""]
         summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test,

@@ -235,14 +235,14 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         return stored["seconds"] if stored else None
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
-    # validation: one engine call for dense, then one per method (its every budget), so each chunk
-    # of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep; each
+    # validation: one engine call for dense, then one per method (the budgets not measured yet), so each
+    # chunk of the run is one stage of minutes on 2 cores, not one hour-long call for the whole sweep; each
     # method ranks right before its validation stage, so a chunked run completes one method after another
     dense = stage("dense", lambda: {"dense": None}, "validation", base, ("validation",), DENSE)
     if dense is None:  # --report-only before any validation stage ran
         raise SystemExit(f"{name}: no validation stage measured yet; run the benchmark first")
     validation_stages = {f"{name}/validation/dense": dense}
-    failed, pending = {}, []
+    failed, pending, unmeasured = {}, [], {}
     for m in methods:
         # a method's variants may come from several stages (budgets added later); rank only to measure more
         parts, missing = stages.stored_parts(f"{name}/validation/{m}", [f"{m}/K={k}" for k in budgets], VALIDATION)
@@ -254,10 +254,13 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
             part = None if ranked(m) is None else stage(
                 key, lambda m=m, missing=missing: {k: edit(m, int(k.rsplit("=", 1)[1])) for k in missing},
                 "validation", base, ("validation",), VALIDATION)
-            if part is None:  # --report-only: not measured yet
-                pending.append(m)
-                continue
-            parts.append((f"{name}/validation/{key}", part))
+            if part is None:  # --report-only: the method's budgets measured so far, if any
+                unmeasured[m] = [int(k.rsplit("=", 1)[1]) for k in missing]
+                if not parts:
+                    pending.append(m)
+                    continue
+            else:
+                parts.append((f"{name}/validation/{key}", part))
         validation_stages |= dict(parts)
     methods = [m for m in methods if m not in failed and m not in pending]
     validated = {"variants": {key: v for part in validation_stages.values() for key, v in part["variants"].items()}}
@@ -267,16 +270,17 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
            "references": {**references.undesired_summary(), "harmless_texts": sum(len(b) for b in references.harmless),
                           "seconds": stored["seconds"]},
            "prompts": {split: len(texts) for split, texts in data.prompts.items()}, "failed": failed,
-           "pending": pending}
+           "pending": pending, "unmeasured": {m: ks for m, ks in unmeasured.items() if m not in pending}}
     chosen = {}
     for m in methods:
-        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in budgets} | {"scoring_seconds": ranking_seconds(m)}
-        allowed = [k for k in budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
+        measured_budgets = [k for k in budgets if k not in unmeasured.get(m, [])]
+        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in measured_budgets} | {"scoring_seconds": ranking_seconds(m)}
+        allowed = [k for k in measured_budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
         def reduction(k, entry=entry):
             return 1 - entry[f"K={k}"]["behaviour"]["metrics"][behaviour.primary] / before if before else 0.0
 
-        chosen[m] = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(budgets)
+        chosen[m] = max(allowed, key=lambda k: (reduction(k), -k)) if allowed else min(measured_budgets)
         out["methods"][m] = {"validation": entry, "help": METHODS[m].help,
                              "chosen": {"budget": chosen[m], "within_bound": bool(allowed)}}
     # test: dense and each method at its chosen budget, --test-group variants per engine call (one chunk each);
