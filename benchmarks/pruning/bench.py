@@ -65,6 +65,11 @@ def variants(factor: int) -> list[Variant]:
         Variant(f"lrp token-absolute, {factor}x reference", "lrp", ta, factor=factor, levels=("50%",)),
         Variant(f"lrp token-absolute, {factor}x reference + reconstruction", "lrp", ta, factor=factor,
                 reconstruct=True, levels=("50%",)),
+        # LRP started at the next token's margin over the expected logit (the log-probability's gradient):
+        # in correction it is what made LRP choose behaviour-specific neurons rather than shared ones
+        Variant("lrp token-absolute, margin start", "lrp", ta | {"target": "next_token_margin"}, levels=("50%", "60%")),
+        Variant("lrp token-absolute, margin start + reconstruction", "lrp", ta | {"target": "next_token_margin"},
+                reconstruct=True, levels=("50%", "60%")),
     ]
 
 
