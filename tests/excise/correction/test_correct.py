@@ -163,6 +163,7 @@ def cli(capsys, *args) -> tuple[int, str]:
         (["--behaviour", "repetition", "--sweep", "5,100000"], "exceeds the 256 neurons"),
         (["--behaviour", "toxicity", "--max-prompts", "1"], "too small for the reference/validation/test split"),
         (["--behaviour", "toxicity", "--method", "lrp", "--param", "aggregation=bogus"], "bad --param for 'lrp'"),
+        (["--behaviour", "toxicity", "--method", "lrp", "--target", "task_correct"], "argument --target: invalid choice"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_llama_dir, tmp_path, capsys):
