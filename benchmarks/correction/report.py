@@ -216,6 +216,12 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
             ("ppl increase", lambda r: _pct(r["perplexity_validation_increase"])),
             ("gen s", lambda r: f"{r['seconds_generation']:.0f}"), ("ppl s", lambda r: f"{r['seconds_perplexity']:.0f}"),
         ])
+        overlap = result.get("overlap")
+        if overlap and overlap["shared"]:
+            names = list(overlap["shared"])
+            lines += ["", f"### Shared neurons: of the K = {overlap['budget']} each method edits, how many the other edits too", "",
+                      "| | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+            lines += [f"| {a} | " + " | ".join(str(overlap["shared"][a][b]) for b in names) + " |" for a in names]
         images = plots(name, validations, primary, out)
         failures = [f"- **{m}** was not measured: {error}" for m, error in result.get("failed", {}).items()]
         failures += [f"- **{m}**: no measured budget stayed within the +{100 * settings['ppl_bound']:.0f}% validation perplexity bound, so at these budgets it cannot "
@@ -232,7 +238,8 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         summary["behaviours"][name] = {"dense": {"validation": d_val, "test": d_test,
                                                  "perplexity": dense["test"]["perplexity"] if d_test else None},
                                        "test": tests, "validation": validations, "references": result["references"],
-                                       "prompts": result["prompts"], "generation": result["generation"]}
+                                       "prompts": result["prompts"], "generation": result["generation"],
+                                       "overlap": result.get("overlap")}
     lines += ["Methods: " + "; ".join(f"`{m}` {e['help']}" for m, e in next(iter(results.values()))["methods"].items()), ""]
     (out / "correction.md").write_text("\n".join(lines) + "\n")
     (out / "correction.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -302,6 +302,12 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     for m in methods:
         out["methods"][m]["test"] = tested.get(m) if "dense" in tested else None
     out["generation"] = generation
+    # how many of the K neurons each pair of methods edits are the same (methods with a stored ranking)
+    orders = {m: [tuple(e[:2]) for e in r["order"]] for m in methods
+              if (r := rankings.get(m) or stages.get(f"{name}/{m}/ranking", lambda: None, RANKING, compute_missing=False))}
+    k = max(budgets)
+    out["overlap"] = {"budget": k, "shared": {a: {b: len(set(orders[a][:k]) & set(orders[b][:k])) for b in orders}
+                                                for a in orders}}
     return out
 
 
