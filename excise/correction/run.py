@@ -4,7 +4,11 @@
 1. relevance of every component (weight, MLP neuron or attention head) on two
    references: *general* text (calibration windows of the bundled corpus) and
    *undesired* text (the behaviour's reference prompts followed by the dense
-   model's own continuations that show the behaviour);
+   model's own continuations that show the behaviour); lrp explains `target` at each
+   continuation token: the next token's logit (the paper's start) or, with
+   `next_token_margin`, that logit minus the one the model expects (`excise.scoring.targets`:
+   the logit alone is mostly what every token shares, so its relevance favours components
+   that serve any text);
 2. the contrastive score (the rule, `contrastive_scores`): each reference's
    scores are divided by their sum (over all components of that unit, or with
    `normalise="layer"` over the components of the same layer/tensor), so the two
