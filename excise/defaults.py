@@ -50,9 +50,9 @@ PRUNE = PruneConfig(
     calibration=DataSpec(split="calibration", count=16, length=512, order="random"),
     evaluation=default_evaluation_spec(count=8, length=256),
 )
-# excise correct's own defaults (CorrectConfig: lrp started at the next token's margin, the best method within
-# the perplexity bound on benchmarks/results/correction.md's validation split), on fewer prompts, samples and
-# windows so `make serve` builds it in minutes on a CPU; its manifest still reports test-split figures.
+# excise correct's own defaults (CorrectConfig: the method with the largest reduction within the perplexity
+# bound on benchmarks/results/correction.md's validation split), on fewer prompts, samples and windows so
+# `make serve` builds it in minutes on a CPU; its manifest still reports test-split figures.
 CORRECT = CorrectConfig(
     model=MODEL,
     behaviour="toxicity",
@@ -69,7 +69,7 @@ CORRECT = CorrectConfig(
 # minutes of the install on 2 cores (a fresh clone with CORRECT itself took 644 s,
 # benchmarks/results/serve_startup.md). On validation sets this small a sweep cannot tell budgets apart
 # (K=10, 25 and 50 all gave 0.125 on 32 prompts x 3 samples) and its two extra variants cost about 70 s;
-# K=25 is the budget the correction benchmark chose for lrp-margin on its validation split (62 prompts x 10
+# K=25 is the budget the correction benchmark chose for that method on its validation split (62 prompts x 10
 # samples). The third sample a prompt cost about another 45 s.
 SERVE_CORRECT = CORRECT.model_copy(
     update={"budget": 25, "sweep": None, "settings": CORRECT.settings.model_copy(update={"samples": 2})}
