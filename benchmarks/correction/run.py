@@ -141,7 +141,6 @@ class Stages:
         tmp.replace(path)
         return value
 
-
     def stored_parts(self, name: str, keys: list[str], depends: frozenset[str]) -> tuple[list[tuple[str, dict]], list[str]]:
         """Of the variants `keys` of the stage family `name`, those stored by earlier runs (in `name`
         or `name@<budgets>`) with the same `depends` settings, as `(stage, value)` parts, and the
@@ -230,9 +229,9 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     def edit(m, k):
         return NeuronScales.edited(widths, ranked(m)["order"][:k])
 
-    def ranking_seconds(m) -> float | None:
-        stored = rankings.get(m) or stages.get(f"{name}/{m}/ranking", lambda: None, RANKING, compute_missing=False)
-        return stored["seconds"] if stored else None
+    def stored_ranking(m):
+        """The method's ranking if this run computed it or a stage holds it (never computes)."""
+        return rankings.get(m) or stages.get(f"{name}/{m}/ranking", lambda: None, RANKING, compute_missing=False)
 
     test_settings = base.model_copy(update={"samples": args.test_samples})
     # validation: one engine call for dense, then one per method (the budgets not measured yet), so each
@@ -274,7 +273,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
     chosen = {}
     for m in methods:
         measured_budgets = [k for k in budgets if k not in unmeasured.get(m, [])]
-        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in measured_budgets} | {"scoring_seconds": ranking_seconds(m)}
+        entry = {f"K={k}": validated["variants"][f"{m}/K={k}"] for k in measured_budgets} | {"scoring_seconds": (stored_ranking(m) or {}).get("seconds")}
         allowed = [k for k in measured_budgets if entry[f"K={k}"]["perplexity"]["validation"] / dense_ppl - 1 <= args.ppl_bound]
 
         def reduction(k, entry=entry):
@@ -303,8 +302,7 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
         out["methods"][m]["test"] = tested.get(m) if "dense" in tested else None
     out["generation"] = generation
     # how many of the K neurons each pair of methods edits are the same (methods with a stored ranking)
-    orders = {m: [tuple(e[:2]) for e in r["order"]] for m in methods
-              if (r := rankings.get(m) or stages.get(f"{name}/{m}/ranking", lambda: None, RANKING, compute_missing=False))}
+    orders = {m: [tuple(e[:2]) for e in r["order"]] for m in methods if (r := stored_ranking(m))}
     k = max(budgets)
     out["overlap"] = {"budget": k, "shared": {a: {b: len(set(orders[a][:k]) & set(orders[b][:k])) for b in orders}
                                                 for a in orders}}
