@@ -118,8 +118,15 @@ def scraped(stack):
     prometheus.wait_for('excise_requests_rejected_total')
     prometheus.wait_for('excise_output_toxicity_count > 0')
     before = prometheus.query('sum(excise_output_toxicity_count)')[0]["value"][1]
+    latency = 'sum by (variant) (excise_request_latency_seconds_count{status="200"})'
+    counts = {r["metric"]["variant"]: float(r["value"][1]) for r in prometheus.wait_for(
+        latency, ready=lambda r: {x["metric"]["variant"] for x in r} == {"a", "b"})}
     _traffic(server, 2)
     prometheus.wait_for(f'sum(excise_output_toxicity_count) > {before}')
+    # each variant's latency counter seen growing (not just any counter): otherwise a rate over the
+    # window can still be 0/0 for the variant the A/B arms sent fewer requests to
+    prometheus.wait_for(latency, timeout=60, ready=lambda r: {x["metric"]["variant"] for x in r
+                                                               if float(x["value"][1]) > counts[x["metric"]["variant"]]} == {"a", "b"})
     time.sleep(2 * SCRAPE_S)
     return server, prometheus
 
