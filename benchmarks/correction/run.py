@@ -249,12 +249,13 @@ def run_behaviour(name: str, args, stages: Stages) -> dict:
             if ranked(m) is not None and "error" in ranked(m):
                 failed[m] = ranked(m)["error"]
                 continue
-            key = f"{m}@{','.join(k.rsplit('=', 1)[1] for k in missing)}"
+            todo = [k for k in budgets if f"{m}/K={k}" in missing]
+            key = f"{m}@{','.join(map(str, todo))}"
             part = None if ranked(m) is None else stage(
-                key, lambda m=m, missing=missing: {k: edit(m, int(k.rsplit("=", 1)[1])) for k in missing},
+                key, lambda m=m, todo=todo: {f"{m}/K={k}": edit(m, k) for k in todo},
                 "validation", base, ("validation",), VALIDATION)
             if part is None:  # --report-only: the method's budgets measured so far, if any
-                unmeasured[m] = [int(k.rsplit("=", 1)[1]) for k in missing]
+                unmeasured[m] = todo
                 if not parts:
                     pending.append(m)
                     continue
