@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,27 @@ def machine(*, with_torch: bool = True) -> str:
 
         text += f", torch {torch.__version__}, {torch.get_num_threads()} threads"
     return text
+
+
+def commit() -> str:
+    """The short hash of the checkout that measured a result ("unknown" outside git), recorded with every
+    stage of a benchmark that is measured in pieces over several commits."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def resumed_state(paths: tuple[Path, ...], key: dict) -> dict:
+    """What a benchmark measured in pieces goes on from: the first of `paths` (its work folder's state, then
+    its committed results JSON, so a run cut short goes on in a later session on another machine) that was
+    measured with the same settings `key`, less the one-run fields `command` and `machine`; else nothing."""
+    for path in paths:
+        state = json.loads(path.read_text()) if path.is_file() else {}
+        if state.get("key") == key:
+            return {k: v for k, v in state.items() if k not in ("command", "machine")}
+    return {"key": key, "rows": {}}
 
 
 def _busy_ticks() -> int:

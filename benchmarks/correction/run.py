@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from report import write_report  # noqa: E402
 
-from benchmarks.results_files import machine  # noqa: E402
+from benchmarks.results_files import commit, machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 QUICK = {"max_prompts": 5, "validation_samples": 1, "test_samples": 2, "reference_samples": 4, "budgets": "10,20",
@@ -94,14 +93,6 @@ VALIDATION = REFERENCE | {"general"} | DENSE  # a method's variants, each named 
 TEST = REFERENCE | {"general", "test_samples", "evaluation", "second"}  # the chosen budget is in the name
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 class Stages:
     """Stage results as JSON files under `work`, computed once for the same settings."""
 
@@ -133,7 +124,7 @@ class Stages:
             sys.exit(3)
         started = time.time()
         value = compute()
-        computed = {"commit": _commit(), "machine": machine(with_torch=False),
+        computed = {"commit": commit(), "machine": machine(with_torch=False),
                     "date": time.strftime("%Y-%m-%d", time.gmtime()), "seconds": round(time.time() - started, 1)}
         self.provenance[name] = computed
         tmp = path.with_suffix(".tmp")

@@ -24,6 +24,8 @@ from excise.scoring import score_in_worker, score_model
 from excise.selection import get_selection
 from excise.tasks import evaluate_task, load_task, split_task
 
+from benchmarks.results_files import commit
+
 logger = logging.getLogger("benchmarks.pruning")
 
 LEVELS = {"50%": ("row", 0.5), "60%": ("row", 0.6), "2:4": ("nm", 0.5)}
@@ -192,8 +194,8 @@ class Bench:
             masks.apply(self.adapter)
             measured = {"prune_s": time.perf_counter() - started, "sparsity": masks.sparsity_report(self.adapter)["overall"]}
             measured |= self.measure_model()
-            row["levels"][level] = measured
             logger.info("%s at %s: %s", variant.label, level, {k: round(v, 3) for k, v in measured.items()})
+            row["levels"][level] = measured | {"commit": commit()}
             self.save()
 
     def cost_per_token(self) -> dict[str, float]:

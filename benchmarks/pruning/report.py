@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from benchmarks.results_files import machine
+from benchmarks.results_files import machine, write_json
 
 LEVEL_ORDER = ("50%", "60%", "2:4")
 
@@ -156,6 +155,7 @@ def write(state: dict, out: Path, *, command: str, model: str, factor: int) -> N
            *cost_table(state), "", "![perplexity vs sparsity](pruning.png)", "",
            "![LRP perplexity vs reference tokens](pruning_reference.png)", ""]
     (out / "pruning.md").write_text("\n".join(md))
-    (out / "pruning.json").write_text(json.dumps({"command": command, "machine": machine(), **state}, indent=2, sort_keys=True))
+    # also what a later run resumes from (benchmarks/results_files.resumed_state)
+    write_json(out / "pruning.json", {"command": command, "machine": machine(), **state})
     plot(state, out / "pruning.png", model)
     plot_reference(state, out / "pruning_reference.png", model, factor)

@@ -14,7 +14,8 @@ rows re-fit the kept weights on the first 32 of the 64 x 512 reference windows.
     python benchmarks/pruning/run.py --quick        # a smoke run on small sizes (~3 min)
 
 Writes benchmarks/results/pruning.{md,json,png} and pruning_reference.png. Finished
-measurements are kept in `--work`, so an interrupted run resumes where it stopped.
+measurements are kept in `--work` and in the results JSON, so an interrupted run resumes where it
+stopped, also from a fresh clone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import report  # noqa: E402
 from bench import LEVELS, PRIMARY, Bench, OutOfTime, variants  # noqa: E402
 
+from benchmarks.results_files import resumed_state  # noqa: E402
+
 logger = logging.getLogger("benchmarks.pruning")
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -39,9 +42,7 @@ def measure(args: argparse.Namespace) -> dict:
     key = {k: getattr(args, k) for k in ("model", "calibration", "eval", "news", "ioi", "seed", "factor", "validation",
                                          "reconstruction_windows")}
     state_path = Path(args.work) / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("key") != key:
-        state = {"key": key, "rows": {}}
+    state = resumed_state((state_path, args.out / "pruning.json"), key)
     bench = Bench(args, state, state_path)
     state.setdefault("load_start", os.getloadavg()[0])
     state["specs"] = {"calibration": bench.calibration_spec.describe(), "draw": bench.draw_spec.describe(),

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_files import CpuWatch, write_json  # noqa: E402
+from benchmarks.results_files import CpuWatch, resumed_state, write_json  # noqa: E402
 
 
 def _module(path: str):
@@ -89,3 +89,16 @@ def test_cpu_watch_counts_a_child_as_the_benchmark():
     cpu = watch.close()
     assert cpu["benchmark_core_s"] >= 0.9
     assert cpu["busy_core_s"] >= cpu["benchmark_core_s"] - 0.05
+
+
+def test_a_run_in_pieces_resumes_from_the_first_state_with_its_settings(tmp_path):
+    key = {"model": "smollm2", "eval": "wiki:64x512"}
+    work, results = tmp_path / "state.json", tmp_path / "pruning.json"
+    assert resumed_state((work, results), key) == {"key": key, "rows": {}}  # nothing measured yet
+    rows = {"wanda": {"levels": {"50%": {"ppl_wiki": 42.7, "commit": "abc1234"}}}}
+    write_json(results, {"command": "python run.py", "machine": "m", "key": key, "rows": rows, "complete": False})
+    work.write_text(json.dumps({"key": key | {"eval": "wiki:4x128"}, "rows": {"quick": {}}}))  # other settings
+    # the work folder's state was measured with other settings, so the committed results are the ones to go on from
+    assert resumed_state((work, results), key) == {"key": key, "rows": rows, "complete": False}
+    work.write_text(json.dumps({"key": key, "rows": {}}))
+    assert resumed_state((work, results), key)["rows"] == {}  # the work folder comes first
