@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.results_files import resumed_state  # noqa: E402
 from excise.circuits.discovery import CircuitConfig, circuit_from_curve, circuit_sweep, prepare_task, score_task
 from excise.circuits.plots import plot_curves
 from excise.circuits.sweep import CurvePoint
@@ -159,22 +161,22 @@ def target_check(rows: list[dict]) -> list[str]:
 
 
 def load_state() -> dict:
-    """Finished rows of an earlier run with the same prompts and threshold, else a fresh start (a row
-    is reused only with its own grid, see `main`)."""
+    """Finished rows of an earlier run with the same prompts and threshold (this machine's state, else the
+    committed results, so a chunked run goes on from a fresh clone), else a fresh start (a row is reused
+    only with its own grid, see `main`)."""
     key = {"reference": REFERENCE, "heldout": HELDOUT, "seed": SEED, "refine": REFINE, "retain": RETAIN}
-    if STATE.is_file():
-        state = json.loads(STATE.read_text())
-        if state.get("key") == json.loads(json.dumps(key)):
-            return state
-        logger.warning("%s is from other settings; starting over", STATE)
-    return {"key": key, "rows": {}, "scoring": {}}
+    state = resumed_state((STATE, RESULTS / "circuits.json"), json.loads(json.dumps(key)))
+    if isinstance(state["rows"], list):  # the results file lists its rows; the state names them
+        state["rows"] = {f"{r['method']}/{r['granularity']}/{r['ablation']}": r for r in state["rows"]}
+    state.setdefault("scoring", {})
+    return state
 
 
 def write_results(context, rows: list[dict], state: dict, load_start: float, missing: list[str]) -> None:
     """The table, JSON and PNGs of the finished rows (a chunked run rewrites them after each chunk and
     lists the rows still to run)."""
     record = {
-        "command": COMMAND, "machine": platform.machine(), "search_dense": context.search_dense.as_dict(),
+        "command": COMMAND, "machine": platform.machine(), "key": state["key"], "search_dense": context.search_dense.as_dict(),
         "dense": context.dense.as_dict(), "corrupted": context.corrupted.as_dict(), "scoring": state["scoring"],
         "rows": rows, "not_run": missing,
     }

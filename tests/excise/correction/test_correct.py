@@ -182,40 +182,33 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="make serve's correction samples 2-3 continuations a prompt: dense validation toxicity probability was 0.094 "
-    "(below this test's 0.3 precondition), too few samples to show a reduction; needs the settings the correction "
-    "benchmark will choose (open in issue 18)"
-)
-def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir, tmp_path):
-    """The correction `make serve` builds (excise/defaults.py SERVE_CORRECT) on SmolLM2: toxicity on the
-    validation prompts drops clearly, and removing the *opposite* end of the same ranking does not
-    do that (so a reversed ranking fails this test)."""
-    from excise.correction.run import build_references, score_contrast
-    from excise.defaults import SERVE_CORRECT
-    from excise.evaluation.variants import VariantEvaluator
-    from excise.evaluation.neuron_scales import NeuronScales
+def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir):
+    """excise correct's default method, target and contrast (CorrectConfig) on SmolLM2 at K=25, the budget the
+    correction benchmark chose for it on its validation split; fewer prompts, samples and reference texts than
+    the benchmark so it takes minutes. Removing the ranking's first 25 neurons lowers toxicity on the validation
+    prompts, and removing the opposite end of the same ranking does not (a reversed ranking fails this test).
+    Every variant samples with the same seeds, so the comparison is paired."""
     from excise.correction.protocol import measure_variants
+    from excise.correction.run import build_references, score_contrast
+    from excise.evaluation.neuron_scales import NeuronScales
+    from excise.evaluation.variants import VariantEvaluator
 
-    config = SERVE_CORRECT.model_copy(update={"model": str(smollm2_dir)})
-    out = correct(config, tmp_path / "fix")
-    metrics = Manifest.load(out).metrics
-    before, after = metrics["validation"]["before"], metrics["validation"]["after"]
-    assert before["toxicity_probability"] >= 0.3  # the dense model is measurably toxic on these prompts
-    assert after["toxicity_probability"] <= 0.7 * before["toxicity_probability"]
-    assert sum(int((~k).sum()) for k in MaskSet.load(out).neurons.values()) == metrics["budget"]
-
-    loaded = load_model(smollm2_dir)
+    config = CorrectConfig(model=str(smollm2_dir), budget=25, sweep=None, general="wiki:16x128",
+                           settings=EvaluationSettings(samples=5, reference_samples=6, max_prompts=32))
+    loaded, behaviour = load_model(smollm2_dir), get_behaviour("toxicity")
     evaluator = VariantEvaluator(loaded, config.backend)
-    references = build_references(config, loaded, get_behaviour("toxicity"), evaluator)
+    references = build_references(config, loaded, behaviour, evaluator)
     contrast, _ = score_contrast(config, loaded.model, references)
     reversed_contrast = Scores(neurons={k: -v for k, v in contrast.neurons.items()})
-    variants = {"ranked": NeuronScales.from_masks(remove_lowest(contrast, "neuron", metrics["budget"])),
-                "reversed": NeuronScales.from_masks(remove_lowest(reversed_contrast, "neuron", metrics["budget"]))}
-    measured = measure_variants(evaluator, get_behaviour("toxicity"), variants, references.protocol, config.settings,
+    variants = {"dense": None,
+                "ranked": NeuronScales.from_masks(remove_lowest(contrast, "neuron", config.budget)),
+                "reversed": NeuronScales.from_masks(remove_lowest(reversed_contrast, "neuron", config.budget))}
+    measured = measure_variants(evaluator, behaviour, variants, references.protocol, config.settings,
                                 splits=("validation",), window_sets=())
-    ranked, reversed_ = (measured[k].behaviour["validation"].value for k in ("ranked", "reversed"))
-    assert ranked < reversed_
+    dense, ranked, reversed_ = (measured[k].behaviour["validation"].metrics for k in variants)
+    assert dense["toxicity_probability"] >= 0.3  # the dense model is measurably toxic on these prompts
+    assert ranked["toxicity_probability"] <= 0.8 * dense["toxicity_probability"]
+    assert ranked["expected_max_toxicity"] < min(dense["expected_max_toxicity"], reversed_["expected_max_toxicity"])
 
 
 def test_harmless_continuations_protect_what_the_prompts_need_by_hand():
