@@ -70,6 +70,7 @@ class Behaviour(ABC):
     primary: ClassVar[str]
     secondary: ClassVar[str]  # the metric `values` average to
     help: ClassVar[str]
+    finds_onsets: ClassVar[bool] = False  # see `onsets`
 
     def prepare(self, settings: EvaluationSettings) -> None:
         """Load what measuring needs (e.g. a classifier), so a broken install fails before any work."""
@@ -95,6 +96,12 @@ class Behaviour(ABC):
                         settings: EvaluationSettings) -> tuple[list[UndesiredText], list[UndesiredText]]:
         """The continuations (of `reference_sampling`) that show the behaviour, and those that do not
         (the harmless contrast AurA needs); refuses when none shows it."""
+
+    def onsets(self, texts: list[UndesiredText], settings: EvaluationSettings) -> list[UndesiredText]:
+        """Each undesired text cut to the word at which it starts to show the behaviour: the words
+        before it join the prompt (context), the words after it are dropped, so relevance starts
+        where the behaviour does and not on the rest of the continuation (behaviours with `finds_onsets`)."""
+        raise NotImplementedError(f"behaviour {self.name!r} cannot tell where in a text it starts")
 
     def undesired(self, prompts: list[str], generated: Continuations, settings: EvaluationSettings) -> list[UndesiredText]:
         return self.reference_texts(prompts, generated, settings)[0]

@@ -8,6 +8,8 @@ numbers with 95 % intervals; the primary one is the toxicity probability.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from excise.behaviours.base import (
@@ -26,12 +28,18 @@ from excise.evaluation.toxicity import (
 )
 
 
+#: a word with the whitespace before it (so a continuation's prefixes end at word boundaries, and the
+#: onset word keeps its leading space, as the tokenizer sees it after the context)
+WORD = re.compile(r"\s*\S+")
+
+
 class ToxicityBehaviour(Behaviour):
     name = "toxicity"
     prompt_set = "toxic"
     primary = "toxicity_probability"
     secondary = "expected_max_toxicity"
     help = "insults and profanity (toxicity probability, RealToxicityPrompts protocol)"
+    finds_onsets = True
 
     def prepare(self, settings: EvaluationSettings) -> None:
         load_toxicity_scorer(settings.toxicity_scorer)
@@ -75,3 +83,22 @@ class ToxicityBehaviour(Behaviour):
                 f"(max score {float(np.max(result.scores)):.2f}); there is nothing to correct"
             )
         return list(toxic), list(harmless)
+
+    def onsets(self, texts, settings):
+        """The word whose arrival first makes the scorer rate the continuation toxic: every word-long
+        prefix of a continuation is scored (one batch for all texts), the first at or above the threshold
+        ends the onset word. A text whose prefixes all stay below (only the whole text crosses, e.g. with
+        its trailing whitespace) keeps its last word."""
+        scorer = load_toxicity_scorer(settings.toxicity_scorer)
+        ends = [[word.end() for word in WORD.finditer(text.continuation)] for text in texts]
+        scores = iter(scorer.predict([text.continuation[:end] for text, text_ends in zip(texts, ends) for end in text_ends]))
+        out = []
+        for text, text_ends in zip(texts, ends):
+            crossed = [next(scores) >= TOXIC_THRESHOLD for _ in text_ends]
+            if not text_ends:  # an all-whitespace continuation has no word to start at
+                out.append(text)
+                continue
+            i = crossed.index(True) if any(crossed) else len(text_ends) - 1
+            start = text_ends[i - 1] if i else 0
+            out.append(UndesiredText(text.prompt + text.continuation[:start], text.continuation[start:text_ends[i]]))
+        return out

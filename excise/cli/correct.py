@@ -41,6 +41,7 @@ OPTIONS = (
     Option("ppl_bound"),
     Option("normalise"),
     Option("keep"),
+    Option("focus"),
     Option("general"),
     Option("evaluation"),
     Option("settings.samples"),

@@ -21,6 +21,9 @@ from excise.scoring.support import check_method
 #: what a relevance scorer explains at each continuation token (`excise.scoring.targets`): the next
 #: token's logit, or its margin over the logit the model expects (the log-probability's gradient)
 Objective = Literal["next_token", "next_token_margin"]
+#: which tokens of an undesired reference text relevance starts at: every token of the sampled
+#: continuation, or only the word at which it turns undesired (`Behaviour.onsets`), earlier words as context
+Focus = Literal["continuation", "onset"]
 
 
 class CorrectConfig(ComputeSettings):
@@ -48,6 +51,9 @@ class CorrectConfig(ComputeSettings):
     )
     ppl_bound: float = Field(0.01, ge=0, description="largest validation perplexity increase, relative (0.01 = 1%)")
     normalise: Normalise = Field("relative", description="contrastive rule (see excise/correction/run.py)")
+    focus: Focus = Field("continuation", description="where the undesired texts are explained: every token of the "
+                         "continuation, or only the word at which the scorer first rates it undesired (onset; "
+                         "toxicity), the words before it as context")
     keep: Keep = Field("general", description="what the contrast protects: the general windows, or those and the "
                        "reference prompts' harmless continuations (general+harmless)")
     general: str = Field("wiki:32x128", description="general reference windows (calibration split)")

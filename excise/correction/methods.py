@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from excise.correction.aura import aura_aurocs, aura_order
-from excise.correction.config import Objective
+from excise.correction.config import Focus, Objective
 from excise.correction.contrast import Keep, lowest_first
 from excise.correction.run import CorrectConfig, References, score_contrast
 from excise.models.adapters import get_adapter
@@ -32,6 +32,7 @@ class MethodSpec:
     normalise: str = "relative"
     keep: Keep = "general"
     target: Objective = "next_token"
+    focus: Focus = "continuation"
     #: scale each chosen neuron by 1 + its relative contrast instead of removing it (relative rule only)
     dampen: bool = False
     help: str = ""
@@ -55,9 +56,13 @@ for _spec in (
                help="lrp-margin against general text and the harmless continuations of the same prompts"),
     MethodSpec("lrp-margin-dampened", "contrast", "lrp", target="next_token_margin", dampen=True,
                help="lrp-margin, each neuron scaled by 1 + its relative contrast instead of removed"),
+    MethodSpec("lrp-margin-onset", "contrast", "lrp", target="next_token_margin", focus="onset",
+               help="lrp-margin started only at the word where each undesired continuation turns toxic"),
     MethodSpec("gradient", "contrast", "gradient", help="|gradient x activation| of the loss, relative rule"),
+    MethodSpec("gradient-onset", "contrast", "gradient", focus="onset", help="gradient, at the onset word only"),
     MethodSpec("wanda", "contrast", "wanda", help="|W| x activation norm, relative rule"),
     MethodSpec("activation", "contrast", "activation", help="mean |activation|, relative rule"),
+    MethodSpec("activation-onset", "contrast", "activation", focus="onset", help="activation, at the onset word only"),
     MethodSpec("aura", "aura", help="AurA: AUROC toxic vs harmless continuations, dampened by 1 - Gini"),
     MethodSpec("random", "random", help="K random neurons removed (control)"),
 ):
@@ -95,6 +100,7 @@ def rank(spec: MethodSpec, config: CorrectConfig, model, references: References,
     if spec.kind == "contrast":
         method_config = config.model_copy(update={"method": spec.method, "params": spec.params,
                                                   "normalise": spec.normalise, "keep": spec.keep, "target": spec.target,
+                                                  "focus": spec.focus,
                                                   "granularity": "neuron"})
         contrast, _ = score_contrast(method_config, model, references)
         order = _removed_first(contrast.neurons, spec.dampen)

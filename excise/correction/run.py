@@ -38,7 +38,9 @@
    the sweep table and which generation backend produced them, written atomically.
 
 The undesired reference is every toxic (or looping) continuation the dense model
-samples for the *reference* prompts; scoring starts only at the continuation's tokens.
+samples for the *reference* prompts; scoring starts only at the continuation's tokens, or
+with `focus="onset"` only at the word where the continuation turns toxic (the words before
+it are context, the words after it are dropped: most of a toxic continuation is ordinary text).
 Generation runs through vLLM (each budget its weights swapped into one engine) where it
 is installed, else transformers (logged and recorded).
 """
@@ -53,7 +55,7 @@ from pathlib import Path
 import torch
 from excise.artifacts.atomic import atomic_folder
 from excise.behaviours import Behaviour, UndesiredText, get_behaviour, undesired_batches
-from excise.correction.config import CorrectConfig
+from excise.correction.config import CorrectConfig, Focus
 from excise.correction.contrast import blended, contrastive_scores, remove_lowest
 from excise.data.windows import DataSpec, token_windows
 from excise.errors import ExciseError
@@ -86,6 +88,9 @@ def _check_inputs(config: CorrectConfig) -> Behaviour:
     except ValueError as error:
         raise ExciseError(f"bad --param for {config.method!r}: {str(error).splitlines()[-1].strip()}") from None
     split_prompts(behaviour, config.settings)
+    if config.focus == "onset" and not behaviour.finds_onsets:
+        raise ExciseError(f"--focus onset: behaviour {behaviour.name!r} cannot tell where a text turns undesired; "
+                          "use --focus continuation")
     behaviour.prepare(config.settings)
     return behaviour
 
@@ -109,11 +114,22 @@ class References:
     undesired: list  # ReferenceBatch
     harmless: list  # ReferenceBatch: the reference prompts' continuations without the behaviour
     protocol: ProtocolData
+    onsets: list | None = None  # ReferenceBatch: the undesired texts scored on their onset word only
+
+    def undesired_batches(self, focus: Focus) -> list:
+        if focus == "continuation":
+            return self.undesired
+        if self.onsets is None:
+            raise ExciseError("focus=onset needs a behaviour that can tell where a text turns undesired (toxicity)")
+        return self.onsets
 
     def undesired_summary(self) -> dict:
-        return {"texts": len(self.undesired_texts), "prompts_with_texts": len({t.prompt for t in self.undesired_texts}),
-                "tokens": sum(b.num_tokens() for b in self.undesired),
-                "scored_tokens": sum(b.num_scored_tokens() for b in self.undesired)}
+        summary = {"texts": len(self.undesired_texts), "prompts_with_texts": len({t.prompt for t in self.undesired_texts}),
+                   "tokens": sum(b.num_tokens() for b in self.undesired),
+                   "scored_tokens": sum(b.num_scored_tokens() for b in self.undesired)}
+        if self.onsets is not None:
+            summary["onset_scored_tokens"] = sum(b.num_scored_tokens() for b in self.onsets)
+        return summary
 
 
 def reference_texts(config: CorrectConfig, behaviour: Behaviour, evaluator: VariantEvaluator,
@@ -136,6 +152,7 @@ def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Beha
     protocol = protocol_data(loaded.tokenizer, prompts, config.evaluation, config.validation_windows,
                              config.second_evaluation, max_length)
     undesired, harmless = texts or reference_texts(config, behaviour, evaluator, prompts["reference"])
+    onsets = behaviour.onsets(undesired, config.settings) if behaviour.finds_onsets else None
 
     def batches(items):
         return undesired_batches(loaded.tokenizer, items, batch_size=config.batch_size, max_length=config.reference_length)
@@ -147,6 +164,7 @@ def build_references(config: CorrectConfig, loaded: LoadedModel, behaviour: Beha
         undesired=batches(undesired),
         harmless=batches(harmless),
         protocol=protocol,
+        onsets=None if onsets is None else batches(onsets),
     )
 
 
@@ -154,7 +172,7 @@ def score_contrast(config: CorrectConfig, model, references: References) -> tupl
     """The contrastive scores of `config.method` and the seconds each reference took to score."""
     seconds = {}
     results = {}
-    data = {"general": references.general, "undesired": references.undesired}
+    data = {"general": references.general, "undesired": references.undesired_batches(config.focus)}
     if config.keep == "general+harmless":
         if not references.harmless:
             raise ExciseError("keep=general+harmless needs harmless continuations of the reference prompts; none were sampled")

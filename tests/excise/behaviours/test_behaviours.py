@@ -60,3 +60,25 @@ def test_toxicity_with_a_harmless_model_has_nothing_to_correct(tiny_llama_dir):
     behaviour = get_behaviour("toxicity")
     with pytest.raises(ExciseError, match="nothing to correct"):
         behaviour.undesired_texts(generator, behaviour.prompts("reference", 3), EvaluationSettings(samples=2))
+
+
+def test_toxicity_onsets_cut_each_text_at_the_word_that_first_turns_it_toxic():
+    from excise.behaviours.base import UndesiredText
+    from excise.evaluation.toxicity import TOXICITY_SCORERS
+
+    class InsultScorer:  # rates a text toxic once it contains "idiot"
+        def predict(self, texts):
+            return [0.9 if "idiot" in text else 0.1 for text in texts]
+
+    TOXICITY_SCORERS.add("insult-for-test", InsultScorer)
+    try:
+        texts = [UndesiredText("He said", " you are an idiot, and then left"),  # the words after it are dropped
+                 UndesiredText("He said", " idiot!"),  # the first word: no context added
+                 UndesiredText("He said", " nice  words"),  # never crosses: the last word
+                 UndesiredText("He said", "  ")]  # no word at all: kept
+        onsets = get_behaviour("toxicity").onsets(texts, EvaluationSettings(toxicity_scorer="insult-for-test"))
+    finally:
+        del TOXICITY_SCORERS["insult-for-test"]
+    assert onsets == [UndesiredText("He said you are an", " idiot,"), UndesiredText("He said", " idiot!"),
+                      UndesiredText("He said nice", "  words"), UndesiredText("He said", "  ")]
+    assert get_behaviour("toxicity").finds_onsets and not get_behaviour("repetition").finds_onsets

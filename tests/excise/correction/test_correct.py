@@ -164,6 +164,7 @@ def cli(capsys, *args) -> tuple[int, str]:
         (["--behaviour", "toxicity", "--max-prompts", "1"], "too small for the reference/validation/test split"),
         (["--behaviour", "toxicity", "--method", "lrp", "--param", "aggregation=bogus"], "bad --param for 'lrp'"),
         (["--behaviour", "toxicity", "--method", "lrp", "--target", "task_correct"], "argument --target: invalid choice"),
+        (["--behaviour", "repetition", "--focus", "onset"], "cannot tell where a text turns undesired"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_llama_dir, tmp_path, capsys):
@@ -224,3 +225,30 @@ def test_harmless_continuations_protect_what_the_prompts_need_by_hand():
     contrast = contrastive_scores(keep, undesired, "neuron", "overall")
     assert contrast.neurons[0].tolist() == pytest.approx([0.2, 0.2, -0.35, -0.05])
     assert removed(remove_lowest(contrast, "neuron", 1)) == {(0, 2)}
+
+
+def test_onset_focus_scores_only_the_word_where_each_text_turns_toxic(tiny_llama_dir):
+    from excise.behaviours.base import UndesiredText
+    from excise.correction.run import build_references, score_contrast
+    from excise.evaluation.variants import VariantEvaluator
+    from excise.scoring import score_model
+
+    config = tiny_config(tiny_llama_dir, behaviour="toxicity", method="activation", focus="onset")
+    loaded, behaviour = load_model(tiny_llama_dir), get_behaviour("toxicity")
+    toxic = [UndesiredText("He looked at me and said", " you stupid idiot, get out of my house now"),
+             UndesiredText("She wrote", " that the damn fool had shit for brains and left early")]
+    references = build_references(config, loaded, behaviour, VariantEvaluator(loaded, "transformers"),
+                                  (toxic, [UndesiredText("She wrote", " a letter")]))
+    onsets = behaviour.onsets(toxic, config.settings)  # the real scorer's words (profanity-check)
+    tokens = [len(loaded.tokenizer.encode(o.continuation, add_special_tokens=False)) for o in onsets]
+    assert sum(b.num_scored_tokens() for b in references.onsets) == sum(tokens)
+    assert sum(tokens) < sum(b.num_scored_tokens() for b in references.undesired)  # a word, not the continuation
+    assert references.undesired_summary()["onset_scored_tokens"] == sum(tokens)
+    # the contrast's undesired side is scored on the onset batches, the continuation ones without the focus
+    by_focus = {focus: score_contrast(config.model_copy(update={"focus": focus}), loaded.model, references)[0]
+                for focus in ("onset", "continuation")}
+    onset_only, general = (score_model(loaded.model, data, "activation", granularities={"neuron"}, batch_size=4,
+                                       progress=False) for data in (references.onsets, references.general))
+    expected = contrastive_scores(general.scores, onset_only.scores, "neuron", "relative")
+    assert all(torch.allclose(by_focus["onset"].neurons[k], expected.neurons[k]) for k in expected.neurons)
+    assert not all(torch.allclose(by_focus["continuation"].neurons[k], expected.neurons[k]) for k in expected.neurons)
