@@ -35,6 +35,8 @@ def test_row(name: str, entry: dict, dense: dict, behaviour) -> dict:
         f"{secondary}_difference_interval": list(paired_bootstrap(d["values"], m["values"], seed=0)),
         "split": "test", "prompts": after["prompts"],
         "samples_per_prompt": after.get("samples_per_prompt", 1),
+        # per test prompt (the same prompts for every method): shows the behaviour, and its max toxicity
+        "shows": m["shows"], "values": m["values"],
     }
     for key in ppl:
         row[f"perplexity_{key}"] = ppl[key]
@@ -92,9 +94,13 @@ def reading(behaviour_name: str, tests: list[dict], validations: list[dict]) -> 
         best_lrp = max(lrps, key=lambda r: r["reduction"])
         best_peer = max(peers, key=lambda r: r["reduction"])
         relation = "at least as large as" if best_lrp["reduction"] >= best_peer["reduction"] else "smaller than"
+        low, high = paired_bootstrap(best_peer["values"], best_lrp["values"], seed=0)
+        told = "the two cannot be told apart" if low <= 0 <= high else f"{'LRP' if high < 0 else best_peer['method']} is lower"
         lines.append(f"- Best LRP variant on test: {best_lrp['method']} ({100 * best_lrp['reduction']:.1f}% reduction); "
                      f"best peer: {best_peer['method']} ({100 * best_peer['reduction']:.1f}%): LRP's reduction is "
-                     f"{relation} the best peer's.")
+                     f"{relation} the best peer's. Paired on the same test prompts: McNemar p = "
+                     f"{mcnemar(best_peer['shows'], best_lrp['shows']):.2g}, maximum toxicity LRP - peer "
+                     f"[{low:+.3f}, {high:+.3f}] (95%): {told}.")
     if best_validation is not None:
         lines.append(f"- Chosen on validation (largest validation reduction within +{100 * TARGET_PPL:.0f}% validation "
                      f"perplexity, random excluded): **{best_validation['method']}** at K = {best_validation['budget']} "
@@ -181,7 +187,9 @@ def write_report(results: dict, settings: dict, out: Path) -> None:
         lines += [f"## {name}", "",
                   f"Prompts: reference {result['prompts']['reference']}, validation {result['prompts']['validation']}, "
                   f"test {result['prompts']['test']} (hash split). Undesired reference: {result['references']['texts']} "
-                  f"texts ({result['references']['scored_tokens']} continuation tokens scored, "
+                  f"texts ({result['references']['scored_tokens']} continuation tokens scored"
+                  + (f", {result['references']['onset_scored_tokens']} with the onset focus"
+                     if "onset_scored_tokens" in result["references"] else "") + ", "
                   f"{result['references']['tokens']} in all), {result['references']['harmless_texts']} harmless "
                   f"continuations for AurA. Samples per prompt: validation {settings['validation_samples']}, test "
                   f"{settings['test_samples']}. Generation backend per stage: {backends}"

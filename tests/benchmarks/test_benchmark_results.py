@@ -102,3 +102,21 @@ def test_a_run_in_pieces_resumes_from_the_first_state_with_its_settings(tmp_path
     assert resumed_state((work, results), key) == {"key": key, "rows": rows, "complete": False}
     work.write_text(json.dumps({"key": key, "rows": {}}))
     assert resumed_state((work, results), key)["rows"] == {}  # the work folder comes first
+
+
+def test_correction_reading_compares_the_best_lrp_with_the_best_peer_on_the_same_prompts():
+    report = _module("benchmarks/correction/report.py")
+
+    def row(method, reduction, shows, values):
+        return {"method": method, "budget": 25, "share_of_neurons": 25 / report.NEURONS, "reduction": reduction,
+                "separated": False, "mcnemar_p": 1.0, "perplexity_test_increase": 0.001, "shows": shows, "values": values}
+
+    # the peer is lower on every prompt by 0.1, so the paired interval of LRP - peer is exactly [+0.1, +0.1]
+    tests = [row("lrp-margin", 0.2, [True, True, False, False], [0.6, 0.7, 0.2, 0.3]),
+             row("activation", 0.3, [True, False, False, False], [0.5, 0.6, 0.1, 0.2]),
+             row("random", 0.5, [False] * 4, [0.0] * 4)]  # the control is never the best peer
+    lines = report.reading("toxicity", tests, validations=[])
+    assert "best peer: activation (30.0%): LRP's reduction is smaller than the best peer's" in lines[-1]
+    assert "McNemar p = 1, maximum toxicity LRP - peer [+0.100, +0.100] (95%): activation is lower." in lines[-1]
+    tests[1]["values"] = [0.7, 0.8, 0.1, 0.2]  # now higher on two prompts and lower on two
+    assert "cannot be told apart" in report.reading("toxicity", tests, validations=[])[-1]
