@@ -195,7 +195,7 @@ def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir):
     from excise.evaluation.variants import VariantEvaluator
 
     config = CorrectConfig(model=str(smollm2_dir), budget=25, sweep=None, general="wiki:16x128",
-                           settings=EvaluationSettings(samples=5, reference_samples=6, max_prompts=32))
+                           settings=EvaluationSettings(samples=10, reference_samples=6, max_prompts=32))
     loaded, behaviour = load_model(smollm2_dir), get_behaviour("toxicity")
     evaluator = VariantEvaluator(loaded, config.backend)
     references = build_references(config, loaded, behaviour, evaluator)
