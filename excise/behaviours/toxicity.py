@@ -94,11 +94,11 @@ class ToxicityBehaviour(Behaviour):
         scores = iter(scorer.predict([text.continuation[:end] for text, text_ends in zip(texts, ends) for end in text_ends]))
         out = []
         for text, text_ends in zip(texts, ends):
-            crossed = [next(scores) >= TOXIC_THRESHOLD for _ in text_ends]
-            if not text_ends:  # an all-whitespace continuation has no word to start at
+            if not text_ends:  # an all-whitespace continuation has no word to start at (and no scores)
                 out.append(text)
                 continue
-            i = crossed.index(True) if any(crossed) else len(text_ends) - 1
+            crossed = [next(scores) >= TOXIC_THRESHOLD for _ in text_ends]
+            i = crossed.index(True) if True in crossed else len(text_ends) - 1
             start = text_ends[i - 1] if i else 0
             out.append(UndesiredText(text.prompt + text.continuation[:start], text.continuation[start:text_ends[i]]))
         return out
