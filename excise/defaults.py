@@ -35,7 +35,7 @@ PRUNED = "smollm2-lrp50"
 CORRECTED = "smollm2-detox"
 
 #: bumped whenever PRUNE or SERVE_CORRECT change, so a cache built by an older recipe is not served as this one
-RECIPE = "v4"
+RECIPE = "v5"
 # The best LRP setting benchmarks/results/pruning.md measured: token-absolute relevance (excise prune's
 # default for lrp) choosing the mask, SparseGPT's update re-fitting the kept weights (wiki 64x512 at 50%:
 # 40.49 against 44.91 without it), on a smaller reference set (16 x 512) so it builds in about four
@@ -58,7 +58,7 @@ CORRECT = CorrectConfig(
     behaviour="toxicity",
     # small budgets too, so a budget within the perplexity bound exists on these small validation sets
     # (a fresh-clone run found K=50 at +1.26% and K=100 at +2.09%, over the 1% bound)
-    sweep=[10, 25, 50],
+    sweep=[10, 15, 25],
     general="wiki:16x128",
     evaluation="wiki:8x256",
     validation_windows=4,
@@ -66,13 +66,13 @@ CORRECT = CorrectConfig(
     settings=EvaluationSettings(samples=3, reference_samples=4, max_prompts=32),
 )
 # What `make serve` builds: CORRECT with one budget and two samples a prompt, so it is ready within 10
-# minutes of the install on 2 cores (a fresh clone with CORRECT itself took 644 s,
+# minutes of the install on 2 cores (a fresh clone with a sweep on 3 samples took 644 s,
 # benchmarks/results/serve_startup.md). On validation sets this small a sweep cannot tell budgets apart
-# (K=10, 25 and 50 all gave 0.125 on 32 prompts x 3 samples) and its two extra variants cost about 70 s;
-# K=25 is the budget the correction benchmark chose for that method on its validation split (62 prompts x 10
-# samples). The third sample a prompt cost about another 45 s.
+# (K=10, 25 and 50 all gave 0.125 on 32 prompts x 3 samples) and its extra variants cost about 70 s;
+# K=10 is the budget the correction benchmark chose for the default method (lrp, margin start, onset
+# focus) on its validation split (62 prompts x 10 samples).
 SERVE_CORRECT = CORRECT.model_copy(
-    update={"budget": 25, "sweep": None, "settings": CORRECT.settings.model_copy(update={"samples": 2})}
+    update={"budget": 10, "sweep": None, "settings": CORRECT.settings.model_copy(update={"samples": 2})}
 )
 
 

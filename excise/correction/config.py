@@ -34,12 +34,12 @@ class CorrectConfig(ComputeSettings):
     model: str = Field("smollm2", description="HF model folder or embedded name")
     behaviour: BEHAVIOURS.choice() = Field("toxicity", description=f"what to remove: {', '.join(BEHAVIOURS)}")
     # the largest toxicity reduction within the +1% perplexity bound on benchmarks/results/correction.md's
-    # validation split: activation at K=25 (-30%), then lrp started at the next token's margin (-24%, K=25) and
-    # wanda (-22%, K=50), all within that split's noise; gradient and the paper's lrp (started at the logit)
-    # stayed outside the bound at every budget measured. On the test split (128 prompts x 25 samples) the
-    # chosen budgets gave wanda -15%, lrp-margin -9%, activation -7%: none separates from dense, and
-    # switching the default on test figures would tune on the test split.
-    method: str = Field("activation", description="relevance method")
+    # validation split (62 prompts x 10 samples): lrp started at the next token's margin and only at the word
+    # where each undesired continuation turns toxic (focus "onset"), K=10: -40% at -0.0% perplexity; then the
+    # activation contrast (-30%, K=25) and wanda (-22%, K=50). On the test split (128 prompts x 25 samples)
+    # the chosen budgets gave wanda -15%, this lrp -12.5%, activation -7%: none separates from dense, LRP and
+    # wanda cannot be told apart (paired McNemar p = 0.73), and choosing on test figures would tune on the test.
+    method: str = Field("lrp", description="relevance method")
     granularity: Unit = Field("neuron", description="the unit removed")
     target: Objective = Field("next_token_margin", description="what lrp explains at each token: the next token's logit, "
                               "or its margin over the expected logit (next_token_margin); gradient always "
@@ -49,13 +49,14 @@ class CorrectConfig(ComputeSettings):
     )
     budget: int = Field(100, gt=0, description="remove exactly this many components (instead of a sweep)")
     sweep: list[int] | None = Field(
-        [25, 50, 100], description="budgets to try: the best on the validation prompts within --ppl-bound is kept"
+        [10, 15, 25, 50, 100], description="budgets to try: the best on the validation prompts within --ppl-bound is kept"
     )
     ppl_bound: float = Field(0.01, ge=0, description="largest validation perplexity increase, relative (0.01 = 1%)")
     normalise: Normalise = Field("relative", description="contrastive rule (see excise/correction/run.py)")
-    focus: Focus = Field("continuation", description="where the undesired texts are explained: every token of the "
-                         "continuation, or only the word at which the scorer first rates it undesired (onset; "
-                         "toxicity), the words before it as context")
+    focus: Focus | None = Field(None, description="where the undesired texts are explained: every token of the "
+                                "continuation, or only the word at which the scorer first rates it undesired (onset; "
+                                "toxicity), the words before it as context; default: onset where the behaviour can "
+                                "tell that word, else continuation")
     keep: Keep = Field("general", description="what the contrast protects: the general windows, or those and the "
                        "reference prompts' harmless continuations (general+harmless)")
     general: str = Field("wiki:32x128", description="general reference windows (calibration split)")
@@ -78,6 +79,13 @@ class CorrectConfig(ComputeSettings):
     @model_validator(mode="after")
     def _method_scores_granularity(self) -> CorrectConfig:
         check_method(self.method, self.granularity, recompute=self.recompute)
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_focus(self) -> CorrectConfig:
+        # resolved here so that the manifest records the focus the run used
+        if self.focus is None:
+            self.focus = "onset" if BEHAVIOURS[self.behaviour].finds_onsets else "continuation"
         return self
 
     def budgets(self) -> list[int]:

@@ -68,7 +68,7 @@ def test_granularity_is_kept_as_an_alias(command, flag, value):
 def test_nested_fields_key_value_pairs_and_the_budget_without_a_sweep():
     made = parse("correct", "--samples", "3", "--seed", "5", "--param", "aggregation=signed", "--param", "x=1")
     assert made.settings.samples == 3 and made.settings.seed == 5 and made.params == {"aggregation": "signed", "x": 1}
-    assert made.sweep == [25, 50, 100] and parse("correct", "--budget", "7").budgets() == [7]
+    assert made.sweep == [10, 15, 25, 50, 100] and parse("correct", "--budget", "7").budgets() == [7]
     assert parse("correct", "--budget", "7", "--sweep", "3,1").budgets() == [1, 3]
     pruned = parse("prune", "--reconstruct", "--reconstruct-param", "damping=0.1", "--selection-param", "m=8")
     assert pruned.reconstruction.damping == 0.1 and pruned.selection_params == {"m": 8}

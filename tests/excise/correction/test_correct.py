@@ -184,9 +184,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_lla
 
 @pytest.mark.slow
 def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir):
-    """excise correct's default method, target and contrast (CorrectConfig) on SmolLM2 at K=25, the budget the
-    correction benchmark chose for it on its validation split; fewer prompts, samples and reference texts than
-    the benchmark so it takes minutes. Removing the ranking's first 25 neurons lowers toxicity on the validation
+    """excise correct's default method, target, focus and contrast (CorrectConfig) on SmolLM2 at K=10, the budget
+    the correction benchmark chose for it on its validation split; fewer prompts, samples and reference texts than
+    the benchmark so it takes minutes. Removing the ranking's first 10 neurons lowers toxicity on the validation
     prompts, and removing the opposite end of the same ranking does not (a reversed ranking fails this test).
     Every variant samples with the same seeds, so the comparison is paired."""
     from excise.correction.protocol import measure_variants
@@ -194,7 +194,7 @@ def test_default_correction_lowers_toxicity_on_validation_prompts(smollm2_dir):
     from excise.evaluation.neuron_scales import NeuronScales
     from excise.evaluation.variants import VariantEvaluator
 
-    config = CorrectConfig(model=str(smollm2_dir), budget=25, sweep=None, general="wiki:16x128",
+    config = CorrectConfig(model=str(smollm2_dir), budget=10, sweep=None, general="wiki:16x128",
                            settings=EvaluationSettings(samples=10, reference_samples=6, max_prompts=32))
     loaded, behaviour = load_model(smollm2_dir), get_behaviour("toxicity")
     evaluator = VariantEvaluator(loaded, config.backend)
@@ -225,6 +225,13 @@ def test_harmless_continuations_protect_what_the_prompts_need_by_hand():
     contrast = contrastive_scores(keep, undesired, "neuron", "overall")
     assert contrast.neurons[0].tolist() == pytest.approx([0.2, 0.2, -0.35, -0.05])
     assert removed(remove_lowest(contrast, "neuron", 1)) == {(0, 2)}
+
+
+def test_focus_defaults_to_the_onset_only_where_the_behaviour_can_find_it():
+    # the default is resolved when the config is made, so the manifest records what the run used
+    assert CorrectConfig(behaviour="toxicity").focus == "onset"
+    assert CorrectConfig(behaviour="repetition").focus == "continuation"
+    assert CorrectConfig(behaviour="toxicity", focus="continuation").focus == "continuation"
 
 
 def test_onset_focus_scores_only_the_word_where_each_text_turns_toxic(tiny_llama_dir):
