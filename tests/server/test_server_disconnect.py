@@ -69,8 +69,8 @@ def _wait_until_idle(server, seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-def _finished(server) -> float:
-    return sum(metric(server, "excise_requests_total", endpoint="completions", status=s) for s in ("200", "499"))
+def _answered(server) -> dict[str, float]:
+    return {s: metric(server, "excise_requests_total", endpoint="completions", status=s) for s in ("200", "499")}
 
 
 def _wait_until_admitted_or_done(server, admitted: float, finished: float, seconds: float = 60) -> None:
@@ -78,7 +78,7 @@ def _wait_until_admitted_or_done(server, admitted: float, finished: float, secon
     count that moved ends the wait as well as the request seen in flight."""
     deadline = time.monotonic() + seconds
     while (metric(server, "excise_requests_in_flight", endpoint="completions") < admitted
-           and _finished(server) == finished):
+           and sum(_answered(server).values()) == finished):
         assert time.monotonic() < deadline, "the request was neither admitted nor answered"
         time.sleep(0.05)
 
@@ -99,7 +99,7 @@ def _hang_up_early(server, body: dict) -> bool:
     """
     payload = json.dumps(body).encode()
     url = httpx.URL(server.url)
-    counts = {s: metric(server, "excise_requests_total", endpoint="completions", status=s) for s in ("200", "499")}
+    counts = _answered(server)
     admitted = metric(server, "excise_requests_in_flight", endpoint="completions") + 1
     with socket.create_connection((url.host, url.port), timeout=60) as sock:
         sock.sendall(
@@ -111,7 +111,7 @@ def _hang_up_early(server, body: dict) -> bool:
         else:
             _wait_until_admitted_or_done(server, admitted, sum(counts.values()))
     _wait_until_idle(server)
-    after = {s: metric(server, "excise_requests_total", endpoint="completions", status=s) for s in counts}
+    after = _answered(server)
     assert sum(after.values()) == sum(counts.values()) + 1, (counts, after)
     return after["499"] == counts["499"] + 1
 
