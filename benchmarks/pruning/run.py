@@ -32,6 +32,7 @@ import report  # noqa: E402
 from bench import LEVELS, PRIMARY, Bench, OutOfTime, variants  # noqa: E402
 
 from benchmarks.results_files import resumed_state  # noqa: E402
+from excise.home import excise_home  # noqa: E402
 
 logger = logging.getLogger("benchmarks.pruning")
 
@@ -88,9 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timing-windows", type=int, default=4, help="windows for the side-by-side cost timing")
     parser.add_argument("--timing-repeats", type=int, default=3, help="interleaved rounds of the cost timing")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (results to --out still)")
-    parser.add_argument("--work", default="/tmp/excise-bench-pruning", help="resumable state")
+    parser.add_argument("--work", default=None, help="resumable state and cached scores (default: EXCISE_HOME/bench/pruning)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    # the scores cache under EXCISE_HOME outlives the machine's /tmp, so a later session resumes without re-scoring
+    args.work = args.work or str(excise_home() / "bench" / "pruning")
     if args.quick:
         args.calibration, args.eval, args.news, args.ioi = "wiki:4x128", "wiki:4x128", "news:4x128", 16
         args.factor, args.validation, args.timing_windows, args.timing_repeats = 2, 2, 1, 1
