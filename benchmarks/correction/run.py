@@ -48,7 +48,7 @@ QUICK = {"max_prompts": 5, "validation_samples": 1, "test_samples": 2, "referenc
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--methods", default="lrp,lrp-token,lrp-overall,lrp-harmless,lrp-margin,lrp-margin-harmless,lrp-margin-dampened,lrp-margin-onset,lrp-margin-onset-harmless,gradient,gradient-onset,wanda,wanda-onset,activation,activation-onset,aura,random")
+    parser.add_argument("--methods", default="lrp,lrp-token,lrp-overall,lrp-harmless,lrp-margin,lrp-margin-harmless,lrp-margin-dampened,lrp-margin-onset,lrp-margin-onset-harmless,gradient,gradient-onset,wanda,wanda-onset,wanda-onset-harmless,activation,activation-onset,activation-onset-harmless,aura,random")
     parser.add_argument("--budgets", default="25,50,100", help="MLP neurons (SmolLM2: 46,080; 0.5%% = 230)")
     parser.add_argument("--repetition-budgets", default="20,50")
     parser.add_argument("--behaviours", default="toxicity,repetition")

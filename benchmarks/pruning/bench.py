@@ -64,6 +64,10 @@ def variants(factor: int) -> list[Variant]:
         Variant("magnitude", "magnitude", levels=("50%",)),
         Variant("lrp token-absolute + relevance allocation", "lrp", ta, allocation=True, levels=("50%", "60%")),
         Variant("wanda + reconstruction", "wanda", reconstruct=True, levels=("50%",)),
+        # each token's share squared, as the layer's squared error weighs it (Wanda's L2 over tokens,
+        # where token-absolute is L1): does LRP's mask improve when large shares count more?
+        Variant("lrp token-squared", "lrp", {"aggregation": "token_squared"}),
+        Variant("lrp token-squared + reconstruction", "lrp", {"aggregation": "token_squared"}, reconstruct=True),
         Variant(f"lrp token-absolute, {factor}x reference", "lrp", ta, factor=factor, levels=("50%",)),
         Variant(f"lrp token-absolute, {factor}x reference + reconstruction", "lrp", ta, factor=factor,
                 reconstruct=True, levels=("50%",)),

@@ -64,8 +64,13 @@ for _spec in (
     MethodSpec("gradient-onset", "contrast", "gradient", focus="onset", help="gradient, at the onset word only"),
     MethodSpec("wanda", "contrast", "wanda", help="|W| x activation norm, relative rule"),
     MethodSpec("wanda-onset", "contrast", "wanda", focus="onset", help="wanda, at the onset word only"),
+    # the peers with lrp-margin-onset-harmless's contrast, so that the harmless texts are not LRP's alone
+    MethodSpec("wanda-onset-harmless", "contrast", "wanda", keep="general+harmless", focus="onset",
+               help="wanda-onset against general text and the harmless continuations too"),
     MethodSpec("activation", "contrast", "activation", help="mean |activation|, relative rule"),
     MethodSpec("activation-onset", "contrast", "activation", focus="onset", help="activation, at the onset word only"),
+    MethodSpec("activation-onset-harmless", "contrast", "activation", keep="general+harmless", focus="onset",
+               help="activation-onset against general text and the harmless continuations too"),
     MethodSpec("aura", "aura", help="AurA: AUROC toxic vs harmless continuations, dampened by 1 - Gini"),
     MethodSpec("random", "random", help="K random neurons removed (control)"),
 ):

@@ -49,7 +49,7 @@ class PruneConfig(ComputeSettings):
     batch_size: int = Field(1, ge=1, description="calibration windows per scoring step")
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="scorer parameter (repeatable): e.g. target=predicted_token, aggregation=signed|token_absolute",
+        description="scorer parameter (repeatable): e.g. target=predicted_token, aggregation=signed|token_absolute|token_squared",
     )
     selection_params: dict[str, Any] = Field(
         default_factory=dict,

@@ -11,8 +11,13 @@ The score is the mean over samples of one of
 - "token_absolute": the sum over the sample's tokens of |each token's share|, so tokens
   that push a weight in opposite directions do not cancel. For a weight the share of
   token t is W_ij x_ti g_tj, and sum_t |W_ij x_ti g_tj| = |W_ij| (|G|^T |X|)_ij: one
-  matrix product, as cheap as the others.
-In every aggregation W (or |W|) multiplies each sample's term alike, so the running sum
+  matrix product, as cheap as the others;
+- "token_squared": the sum over the sample's tokens of each token's share squared,
+  W_ij^2 ((G*G)^T (X*X))_ij, also one product. It weighs tokens as a squared error does:
+  with g the loss gradient it is the empirical-Fisher saliency of Optimal Brain Damage,
+  and with g = 1 it is Wanda's |W| ||x||_2 squared, so a few large shares count more than
+  many small ones (Wanda's outlier features), where token_absolute counts them linearly.
+In every aggregation W (|W|, W^2) multiplies each sample's term alike, so the running sum
 holds only what multiplies it, and W is applied once when the scores are read.
 """
 
@@ -33,7 +38,11 @@ from excise.artifacts.scores import Scores
 
 
 class RelevanceConfig(ScorerConfig):
-    aggregation: Literal["absolute", "signed", "token_absolute"] = "absolute"
+    aggregation: Literal["absolute", "signed", "token_absolute", "token_squared"] = "absolute"
+
+
+#: aggregations that transform each token's share before summing over the sample's tokens
+PER_TOKEN = {"token_absolute": torch.abs, "token_squared": torch.square}
 
 
 class GradientTimesInputScorer(Scorer):
@@ -45,16 +54,20 @@ class GradientTimesInputScorer(Scorer):
         """`[B, T, V]` logits -> `[B]` per-sample objective to differentiate."""
 
     @property
-    def _per_token(self) -> bool:
-        return self.config.aggregation == "token_absolute"
+    def _token_transform(self):
+        """The transform of each token's share (a product's factors alike), or None."""
+        return PER_TOKEN.get(self.config.aggregation)
 
     def _aggregated(self, relevance: torch.Tensor) -> torch.Tensor:
-        return relevance if self.config.aggregation == "signed" else relevance.abs()
+        """A sample's summed relevance (or W) -> its aggregated value (what multiplies the rest)."""
+        if self.config.aggregation == "signed":
+            return relevance
+        return relevance.square() if self.config.aggregation == "token_squared" else relevance.abs()
 
     def _sample_products(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """`[T, in]`, `[T, out]` -> `[out, in]`: what multiplies W in the sample's (aggregated) relevance."""
-        if self._per_token:
-            return grad.abs().T @ x.abs()
+        if self._token_transform:
+            return self._token_transform(grad).T @ self._token_transform(x)
         return self._aggregated(grad.T @ x)
 
     @contextmanager
@@ -89,7 +102,8 @@ class GradientTimesInputScorer(Scorer):
             def add(grad: torch.Tensor) -> None:
                 product = self.per_token(x.detach().float() * grad.float())  # [B, T, units * unit_size]
                 per_token = product.view(*product.shape[:2], -1, unit_size).sum(-1)  # [B, T, units]
-                per_sample = per_token.abs().sum(1) if self._per_token else self._aggregated(per_token.sum(1))
+                transform = self._token_transform
+                per_sample = transform(per_token).sum(1) if transform else self._aggregated(per_token.sum(1))
                 self.sums[key].add_(per_sample.sum(0))  # [units]
 
             on_gradient(x, add)
@@ -106,7 +120,7 @@ class GradientTimesInputScorer(Scorer):
         self.count += len(batch)
 
     def scores(self) -> Scores:
-        """W (|W| unless signed) times the mean of what multiplies it: the weight is the same for
+        """W (|W|, W^2 as aggregated) times the mean of what multiplies it: the weight is the same for
         every sample, so it factors out of the sum and is read once, here (also when offloaded)."""
         scores = self.mean_scores()
         for name, linear in self.adapter.prunable_linears().items():

@@ -94,6 +94,7 @@ def aggregate(per_token: torch.Tensor, aggregation: str) -> torch.Tensor:
         "absolute": lambda: per_token.sum(0).abs(),
         "signed": lambda: per_token.sum(0),
         "token_absolute": lambda: per_token.abs().sum(0),
+        "token_squared": lambda: per_token.square().sum(0),
     }[aggregation]()
 
 
@@ -107,7 +108,7 @@ def _next_token(ids):
 
 
 @pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
-@pytest.mark.parametrize("aggregation", ["absolute", "signed", "token_absolute"])
+@pytest.mark.parametrize("aggregation", ["absolute", "signed", "token_absolute", "token_squared"])
 def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation, recompute):
     windows = torch.randint(0, 384, (3, 10), generator=torch.Generator().manual_seed(1))
     result = score_model(
