@@ -167,12 +167,17 @@ class Bench:
             logger.info("allocation delta %.2f: validation perplexity %.3f", delta, found[str(delta)])
         return {"validation_ppl": found, "chosen": float(min(found, key=found.get))}
 
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise OutOfTime
+
     def run(self, variant: Variant, levels: tuple[str, ...] | None = None) -> None:
         row = self.state["rows"].setdefault(variant.label, {"method": variant.method, "params": variant.params,
                                                              "factor": variant.factor, "levels": {}})
         todo = [level for level in (levels or variant.levels) if level in variant.levels and level not in row["levels"]]
         if not todo:
             return
+        self.check_deadline()  # before scoring too: a larger reference set scores for many minutes
         scores, info = (None, {"scoring_s": 0.0, "peak_rss_mb": None, "samples": len(self.reconstruction_windows())})
         if variant.method != SPARSEGPT:
             scores, info = self.scores(variant)
@@ -182,8 +187,7 @@ class Bench:
             row.setdefault("allocation", self.choose_delta(scores))
             selection_params = {"allocation": "relevance", "delta": row["allocation"]["chosen"]}
         for level in todo:
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                raise OutOfTime
+            self.check_deadline()
             granularity, sparsity = LEVELS[level]
             self.restore_dense()
             started = time.perf_counter()
