@@ -35,7 +35,7 @@ PRUNED = "smollm2-lrp50"
 CORRECTED = "smollm2-detox"
 
 #: bumped whenever PRUNE or SERVE_CORRECT change, so a cache built by an older recipe is not served as this one
-RECIPE = "v6"
+RECIPE = "v5"
 # The best LRP setting benchmarks/results/pruning.md measured: token-absolute relevance (excise prune's
 # default for lrp) choosing the mask, SparseGPT's update re-fitting the kept weights (wiki 64x512 at 50%:
 # 40.49 against 44.91 without it), on a smaller reference set (16 x 512) so it builds in about four
@@ -70,7 +70,7 @@ CORRECT = CorrectConfig(
 # benchmarks/results/serve_startup.md). On validation sets this small a sweep cannot tell budgets apart
 # (K=10, 25 and 50 all gave 0.125 on 32 prompts x 3 samples) and its extra variants cost about 70 s;
 # K=10 is the budget the correction benchmark chose for the default method (lrp, margin start, onset
-# focus, harmless contrast) on its validation split (62 prompts x 10 samples).
+# focus) on its validation split (62 prompts x 10 samples).
 SERVE_CORRECT = CORRECT.model_copy(
     update={"budget": 10, "sweep": None, "settings": CORRECT.settings.model_copy(update={"samples": 2})}
 )

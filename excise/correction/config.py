@@ -35,11 +35,14 @@ class CorrectConfig(ComputeSettings):
     behaviour: BEHAVIOURS.choice() = Field("toxicity", description=f"what to remove: {', '.join(BEHAVIOURS)}")
     # the largest toxicity reduction within the +1% perplexity bound on benchmarks/results/correction.md's
     # validation split (62 prompts x 10 samples): lrp started at the next token's margin and only at the word
-    # where each undesired continuation turns toxic (focus "onset"), contrasted with general text and the
-    # harmless continuations of the reference prompts (keep "general+harmless"), K=10: -49% at +0.1%
-    # perplexity; without the harmless texts -40%; the best peers there: wanda at the onset word -35% (K=15),
-    # activation at the onset word -32% (K=15; with the harmless texts -32% at K=25). On the test split
-    # (128 prompts x 25 samples) this default gives -18.8%, the only row whose interval clears dense's.
+    # where each undesired continuation turns toxic (focus "onset"), K=10: -40% at -0.0% perplexity; then the
+    # activation contrast (-30%, K=25) and wanda (-22%, K=50). On the test split (128 prompts x 25 samples)
+    # the chosen budgets gave wanda -15%, this lrp -12.5%, activation -7%: none separates from dense, LRP and
+    # wanda cannot be told apart (paired McNemar p = 0.73), and choosing on test figures would tune on the test.
+    # Contrasted with the harmless continuations too (keep="general+harmless") the same lrp does better at the
+    # benchmark's sizes (validation -49%, test -18.8%), but at the slow test's small sizes (32 prompts, 6
+    # reference samples each; make serve uses 4) it lowered validation toxicity by 12% only (0.531 -> 0.469)
+    # where this default passes its -20% check, so keep stays "general" until small sizes are measured too.
     method: str = Field("lrp", description="relevance method")
     granularity: Unit = Field("neuron", description="the unit removed")
     target: Objective = Field("next_token_margin", description="what lrp explains at each token: the next token's logit, "
@@ -58,7 +61,7 @@ class CorrectConfig(ComputeSettings):
                                 "continuation, or only the word at which the scorer first rates it undesired (onset; "
                                 "toxicity), the words before it as context; default: onset where the behaviour can "
                                 "tell that word, else continuation")
-    keep: Keep = Field("general+harmless", description="what the contrast protects: the general windows, or those and the "
+    keep: Keep = Field("general", description="what the contrast protects: the general windows, or those and the "
                        "reference prompts' harmless continuations (general+harmless)")
     general: str = Field("wiki:32x128", description="general reference windows (calibration split)")
     reference_length: int = Field(128, gt=1)  # undesired reference texts are cut to this many tokens
