@@ -32,6 +32,7 @@ LEVELS = {"50%": ("row", 0.5), "60%": ("row", 0.6), "2:4": ("nm", 0.5)}
 TIMED_METHODS = ("wanda", "gradient", "lrp")
 DELTAS = (0.02, 0.05, 0.1, 0.2)
 TOKEN_ABSOLUTE = {"aggregation": "token_absolute"}
+TOKEN_SQUARED = {"aggregation": "token_squared"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def variants(factor: int) -> list[Variant]:
         Variant("wanda + reconstruction", "wanda", reconstruct=True, levels=("50%",)),
         # each token's share squared, as the layer's squared error weighs it (Wanda's L2 over tokens,
         # where token-absolute is L1): does LRP's mask improve when large shares count more?
-        Variant("lrp token-squared", "lrp", {"aggregation": "token_squared"}),
-        Variant("lrp token-squared + reconstruction", "lrp", {"aggregation": "token_squared"}, reconstruct=True),
+        Variant("lrp token-squared", "lrp", TOKEN_SQUARED),
+        Variant("lrp token-squared + reconstruction", "lrp", TOKEN_SQUARED, reconstruct=True),
         Variant(f"lrp token-absolute, {factor}x reference", "lrp", ta, factor=factor, levels=("50%",)),
         Variant(f"lrp token-absolute, {factor}x reference + reconstruction", "lrp", ta, factor=factor,
                 reconstruct=True, levels=("50%",)),

@@ -41,8 +41,15 @@ class RelevanceConfig(ScorerConfig):
     aggregation: Literal["absolute", "signed", "token_absolute", "token_squared"] = "absolute"
 
 
-#: aggregations that transform each token's share before summing over the sample's tokens
-PER_TOKEN = {"token_absolute": torch.abs, "token_squared": torch.square}
+#: aggregation -> (what each token's share goes through before the sum over the sample's tokens, or
+#: None to sum the shares as they are; what that sum, and W, go through). Both are |.| or (.)^2, which
+#: distribute over a product, so each applies to a share's factors alike.
+AGGREGATIONS = {
+    "absolute": (None, torch.abs),
+    "signed": (None, lambda t: t),
+    "token_absolute": (torch.abs, torch.abs),
+    "token_squared": (torch.square, torch.square),
+}
 
 
 class GradientTimesInputScorer(Scorer):
@@ -55,14 +62,10 @@ class GradientTimesInputScorer(Scorer):
 
     @property
     def _token_transform(self):
-        """The transform of each token's share (a product's factors alike), or None."""
-        return PER_TOKEN.get(self.config.aggregation)
+        return AGGREGATIONS[self.config.aggregation][0]
 
     def _aggregated(self, relevance: torch.Tensor) -> torch.Tensor:
-        """A sample's summed relevance (or W) -> its aggregated value (what multiplies the rest)."""
-        if self.config.aggregation == "signed":
-            return relevance
-        return relevance.square() if self.config.aggregation == "token_squared" else relevance.abs()
+        return AGGREGATIONS[self.config.aggregation][1](relevance)
 
     def _sample_products(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """`[T, in]`, `[T, out]` -> `[out, in]`: what multiplies W in the sample's (aggregated) relevance."""
