@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from excise.artifacts.units import Unit
 from excise.circuits.ablation import Ablation
@@ -19,6 +19,13 @@ from excise.scoring.support import check_method
 
 #: reaches low sparsities, so a task that needs most of the model still finds a circuit
 DEFAULT_GRID = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+#: Scorer parameters circuit search gives LRP for neurons and heads unless told otherwise. A unit's relevance is measured from
+#: what the search will ablate it to (baseline = the ablation: mean or corrupted, zero for zero), and units
+#: are ranked by their net effect over the reference prompts (net_absolute), because the search keeps the
+#: *mean* logit difference. On SmolLM2 IOI this keeps the smallest head circuits of every scorer measured
+#: (benchmarks/results/circuits.md); `--param baseline=zero --param aggregation=absolute` is the paper's rule.
+LRP_CIRCUIT_DEFAULTS: dict[str, Any] = {"aggregation": "net_absolute"}
 
 
 class CircuitConfig(ComputeSettings):
@@ -53,7 +60,11 @@ class CircuitConfig(ComputeSettings):
     heldout: int = Field(64, ge=1, description="held-out prompts the chosen circuit is reported on")
     seed: int = Field(0, description="seed of the reference / held-out split")
     batch_size: int = Field(16, ge=1, description="prompts per scoring and evaluation step")
-    params: dict[str, Any] = Field(default_factory=dict, description="scorer parameters")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="scorer parameter (repeatable), e.g. baseline=zero|mean|corrupted (lrp: the search's ablation "
+        "unless given), aggregation=net_absolute|absolute|signed|token_absolute",
+    )
 
     @field_validator("sparsities")
     @classmethod
@@ -68,7 +79,15 @@ class CircuitConfig(ComputeSettings):
         check_method(self.method, self.granularity, recompute=self.recompute)
         if self.scope is None:
             self.scope = default_scope(self.granularity)
+        if self.method == "lrp" and self.granularity != "weight":  # weights are scored from zero, as in pruning
+            self.params = LRP_CIRCUIT_DEFAULTS | {"baseline": self.ablation} | self.params
+        try:
+            SCORERS[self.method].config_class(**self.params)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"scorer {self.method!r} parameters: {problems}") from None
         return self
 
     def needs_corrupted(self) -> bool:
-        return self.ablation == "corrupted" or SCORERS[self.method].needs_corrupted
+        scorer = SCORERS[self.method]
+        return self.ablation == "corrupted" or scorer.uses_corrupted(scorer.config_class(**self.params))

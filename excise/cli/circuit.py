@@ -37,6 +37,7 @@ OPTIONS = (
     Option("heldout"),
     Option("seed"),
     Option("batch_size"),
+    Option("params", flags=("--param",)),
     *COMPUTE_OPTIONS,
 )
 

@@ -47,8 +47,6 @@ class Scorer(ABC):
     supported_granularities: ClassVar[tuple[str, ...]] = UNITS
     #: False for scorers that look only at the weights (no reference data, no steps)
     needs_data: ClassVar[bool] = True
-    #: True for scorers that compare each prompt with its corrupted counterpart (EAP)
-    needs_corrupted: ClassVar[bool] = False
     #: True for scorers that run a backward pass (what layer recomputation saves memory on)
     runs_backward: ClassVar[bool] = False
 
@@ -67,6 +65,11 @@ class Scorer(ABC):
         self.count = 0.0
         #: the batch a step is running (hooks read its shape and padding mask)
         self.batch: ReferenceBatch | None = None
+
+    @classmethod
+    def uses_corrupted(cls, config: ScorerConfig) -> bool:
+        """Whether this method, so configured, compares each prompt with its corrupted counterpart."""
+        return False
 
     def per_token(self, activation: torch.Tensor) -> torch.Tensor:
         """An activation of the running batch as `[B, T, features]` (OPT flattens its MLP
@@ -105,6 +108,10 @@ class Scorer(ABC):
     def session(self) -> Iterator[None]:
         """Install hooks (and anything else a step needs) for the duration of the block."""
         yield
+
+    def prepare(self, batches: list[ReferenceBatch]) -> None:
+        """Called inside the session with every reference batch (all ranks' alike) before the first
+        step, for statistics a step needs from the whole set (a mean baseline)."""
 
     def step(self, batch: ReferenceBatch) -> None:
         raise RuntimeError(f"scorer {self.name!r} needs no reference data; call scores() directly")

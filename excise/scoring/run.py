@@ -160,11 +160,12 @@ def score_model(
     if cls.needs_data:
         if data is None:
             raise ExciseError(f"method {method!r} needs reference data; pass windows or task batches")
-        batches = as_batches(data, batch_size)
-        check_context(model, batches)
-        batches = shard(batches, rank, world_size)
+        every_batch = as_batches(data, batch_size)
+        check_context(model, every_batch)
+        batches = shard(every_batch, rank, world_size)
         recomputation = layer_recomputation(scorer.adapter) if recompute else nullcontext()
         with scorer.session(), recomputation:
+            scorer.prepare(every_batch)
             for batch in tqdm(batches, desc=f"scoring ({method})", unit="batch", disable=not progress or rank != 0):
                 scorer.step(batch)
                 samples += len(batch)

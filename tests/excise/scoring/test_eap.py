@@ -36,24 +36,38 @@ def batches():
     ]
 
 
-def _explicit(model, batches) -> tuple[dict, dict]:
-    """|mean over prompts of sum over tokens of d(logit diff)/da * (a_clean - a_corrupted)| per unit."""
+def _activations(m, units, ids) -> dict:
+    """Each unit tensor's input on `ids` (one prompt, no padding): key -> [T, features]."""
+    seen = {}
+    handles = [module.register_forward_pre_hook(lambda _m, args, key=key: seen.__setitem__(key, args[0]))
+               for key, module in units.items()]
+    with torch.no_grad():
+        m(input_ids=ids)
+    for handle in handles:
+        handle.remove()
+    return {key: x.reshape(ids.shape[1], -1).clone() for key, x in seen.items()}
+
+
+def _explicit(model, batches, baseline: str = "corrupted") -> tuple[dict, dict]:
+    """|mean over prompts of sum over tokens of d(logit diff)/da * (a_clean - b)| per unit, b the activation
+    on the corrupted prompt or the unit's mean over every real token of the clean prompts."""
     m = copy.deepcopy(model).double()
     adapter = get_adapter(m)
     units = {("head", l.index): l.attention.o_proj for l in adapter.layers()}
     units |= {("neuron", l.index): l.mlp.output for l in adapter.layers()}
     totals = {key: 0.0 for key in units}
     count = 0
+    prompts = [(batch, b, int(batch.mask[b].sum())) for batch in batches for b in range(len(batch))]
+    clean = [_activations(m, units, batch.input_ids[b : b + 1, :length]) for batch, b, length in prompts]
+    means = {key: torch.cat([c[key] for c in clean]).mean(0) for key in units}
     for batch in batches:
         for b in range(len(batch)):
             length = int(batch.mask[b].sum())
             clean_ids, bad_ids = batch.input_ids[b : b + 1, :length], batch.corrupted_input_ids[b : b + 1, :length]
+            corrupted = _activations(m, units, bad_ids) if baseline == "corrupted" else means
             seen = {}
             handles = [module.register_forward_pre_hook(lambda _m, args, key=key: seen.__setitem__(key, args[0]))
                        for key, module in units.items()]
-            with torch.no_grad():
-                m(input_ids=bad_ids)
-            corrupted = {key: x.reshape(length, -1).clone() for key, x in seen.items()}
             embeds = adapter.embeddings()[0](clean_ids).detach().requires_grad_()
             logits = m(inputs_embeds=embeds).logits[0, int(batch.target.position[b])]
             for x in seen.values():
@@ -71,9 +85,11 @@ def _explicit(model, batches) -> tuple[dict, dict]:
     return heads, neurons
 
 
-def test_eap_is_gradient_times_clean_minus_corrupted_activation(tiny, batches):
-    scores = score_model(tiny, batches, "eap", granularities={"head", "neuron"}, target="task_logit_diff", progress=False).scores
-    heads, neurons = _explicit(tiny, batches)
+@pytest.mark.parametrize("baseline", ["corrupted", "mean"])
+def test_eap_is_gradient_times_clean_minus_baseline_activation(tiny, batches, baseline):
+    scores = score_model(tiny, batches, "eap", granularities={"head", "neuron"}, target="task_logit_diff",
+                         progress=False, baseline=baseline).scores
+    heads, neurons = _explicit(tiny, batches, baseline)
     for layer in heads:
         torch.testing.assert_close(scores.heads[layer].double(), heads[layer], rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(scores.neurons[layer].double(), neurons[layer], rtol=1e-4, atol=1e-7)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from excise.errors import ExciseError
 from excise.models.adapters import get_adapter
 from excise.models.loading import load_model
 from excise.scoring import ReferenceBatch, TaskTarget, score_model
@@ -49,8 +50,11 @@ class PerTokenLinears:
         return (linear.weight[None] * copies.grad).detach()
 
 
-def reference_relevance(model, ids, objective):
-    """Per-token shares for one sample: `{param: [T, out, in]}`, `{layer: [T, neurons]}`, `{layer: [T, heads]}`."""
+def reference_relevance(model, ids, objective, baseline=None):
+    """Per-token shares for one sample: `{param: [T, out, in]}`, `{layer: [T, neurons]}`, `{layer: [T, heads]}`.
+
+    `objective=None` runs the forward pass only and returns `{layer: ([T, neurons], [T, heads * head_dim])}`,
+    the unit activations; given those as `baseline`, a unit's share is (a - baseline) * a.grad."""
     m = copy.deepcopy(model).double()
     linear = PerTokenLinears()
     config, inner = m.config, m.model
@@ -81,10 +85,15 @@ def reference_relevance(model, ids, objective):
         h = h + linear(mlp.down_proj, hidden)
         taps[i] = (hidden, heads_out)
     logits = m.lm_head(rms_norm(inner.norm, h))
+    if objective is None:
+        return {i: (a[0].detach(), o[0].detach()) for i, (a, o) in taps.items()}
     objective(logits).backward()
     weights = {f"{name}.weight": linear.relevance(module) for name, module in get_adapter(m).prunable_linears().items()}
-    neurons = {i: (a * a.grad)[0].detach() for i, (a, _) in taps.items()}
-    heads_rel = {i: (o * o.grad)[0].detach().view(-1, heads, head_dim).sum(-1) for i, (_, o) in taps.items()}
+    base = baseline or {i: (0.0, 0.0) for i in taps}
+    neurons = {i: ((a - base[i][0]) * a.grad)[0].detach() for i, (a, _) in taps.items()}
+    heads_rel = {
+        i: ((o - base[i][1]) * o.grad)[0].detach().view(-1, heads, head_dim).sum(-1) for i, (_, o) in taps.items()
+    }
     return weights, neurons, heads_rel
 
 
@@ -93,9 +102,15 @@ def aggregate(per_token: torch.Tensor, aggregation: str) -> torch.Tensor:
     return {
         "absolute": lambda: per_token.sum(0).abs(),
         "signed": lambda: per_token.sum(0),
+        "net_absolute": lambda: per_token.sum(0),  # signed per sample; |.| of the mean, see `finish`
         "token_absolute": lambda: per_token.abs().sum(0),
         "token_squared": lambda: per_token.square().sum(0),
     }[aggregation]()
+
+
+def finish(mean: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """What the mean over samples goes through (net_absolute: the absolute value of the net relevance)."""
+    return mean.abs() if aggregation == "net_absolute" else mean
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +123,7 @@ def _next_token(ids):
 
 
 @pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
-@pytest.mark.parametrize("aggregation", ["absolute", "signed", "token_absolute", "token_squared"])
+@pytest.mark.parametrize("aggregation", ["absolute", "signed", "net_absolute", "token_absolute", "token_squared"])
 def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation, recompute):
     windows = torch.randint(0, 384, (3, 10), generator=torch.Generator().manual_seed(1))
     result = score_model(
@@ -118,7 +133,8 @@ def test_lrp_matches_float64_attnlrp_reference(tiny_llama, aggregation, recomput
     per_sample = [reference_relevance(tiny_llama, w[None], _next_token(w[None])) for w in windows]
 
     def expected(kind: int, key):
-        return torch.stack([aggregate(sample[kind][key], aggregation) for sample in per_sample]).mean(0).float()
+        mean = torch.stack([aggregate(sample[kind][key], aggregation) for sample in per_sample]).mean(0)
+        return finish(mean, aggregation).float()
 
     assert set(result.scores.weights) == set(per_sample[0][0])
     for key, score in result.scores.weights.items():
@@ -133,14 +149,51 @@ def test_lrp_task_logit_difference_target(tiny_llama):
     ids = torch.randint(0, 384, (2, 8), generator=torch.Generator().manual_seed(2))
     target = TaskTarget(position=torch.tensor([7, 5]), correct=torch.tensor([11, 12]), incorrect=torch.tensor([13, 14]))
     result = score_model(tiny_llama, [ReferenceBatch(ids, target=target)], "lrp", target="task_logit_diff", progress=False)
-    per_sample = []
-    for b in range(2):
-        pos, good, bad = target.position[b], target.correct[b], target.incorrect[b]
-        diff = lambda logits: logits[0, pos, good] - logits[0, pos, bad]  # noqa: E731
-        per_sample.append(reference_relevance(tiny_llama, ids[b : b + 1], diff)[0])
+    per_sample = [reference_relevance(tiny_llama, ids[b : b + 1], _logit_diff(target, b))[0] for b in range(2)]
     for key, score in result.scores.weights.items():
         expected = (aggregate(per_sample[0][key], "absolute") + aggregate(per_sample[1][key], "absolute")) / 2
         torch.testing.assert_close(score, expected.float(), rtol=1e-3, atol=1e-6)
+
+
+def _logit_diff(target: TaskTarget, b: int):
+    pos, good, bad = target.position[b], target.correct[b], target.incorrect[b]
+    return lambda logits: logits[0, pos, good] - logits[0, pos, bad]
+
+
+@pytest.mark.parametrize("aggregation", ["absolute", "net_absolute"])
+@pytest.mark.parametrize("baseline", ["mean", "corrupted"])
+def test_lrp_relevance_from_a_baseline_activation(tiny_llama, baseline, aggregation):
+    """(a - b) * LRP's modified gradient: b the unit's activation on the prompt's corrupted counterpart, or its
+    mean over every reference token (both prompts), written out from the float64 reference's activations."""
+    gen = torch.Generator().manual_seed(7)
+    ids, corrupted = torch.randint(0, 384, (2, 8), generator=gen), torch.randint(0, 384, (2, 8), generator=gen)
+    target = TaskTarget(position=torch.tensor([7, 6]), correct=torch.tensor([11, 12]), incorrect=torch.tensor([13, 14]))
+    batches = [ReferenceBatch(ids[b : b + 1], target=TaskTarget(*(t[b : b + 1] for t in (
+        target.position, target.correct, target.incorrect))), corrupted_input_ids=corrupted[b : b + 1]) for b in range(2)]
+    result = score_model(tiny_llama, batches, "lrp", granularities={"neuron", "head"}, target="task_logit_diff",
+                         progress=False, baseline=baseline, aggregation=aggregation)
+    clean = [reference_relevance(tiny_llama, ids[b : b + 1], None) for b in range(2)]
+    if baseline == "corrupted":
+        bases = [reference_relevance(tiny_llama, corrupted[b : b + 1], None) for b in range(2)]
+    else:
+        means = {i: tuple(torch.cat([c[i][k] for c in clean]).mean(0) for k in (0, 1)) for i in clean[0]}
+        bases = [means, means]
+    per_sample = [reference_relevance(tiny_llama, ids[b : b + 1], _logit_diff(target, b), bases[b]) for b in range(2)]
+    plain = score_model(tiny_llama, batches, "lrp", granularities={"head"}, target="task_logit_diff",
+                        progress=False, aggregation=aggregation).scores
+    for layer in (0, 1):
+        for kind, scores in ((1, result.scores.neurons), (2, result.scores.heads)):
+            mean = torch.stack([aggregate(sample[kind][layer], aggregation) for sample in per_sample]).mean(0)
+            torch.testing.assert_close(scores[layer], finish(mean, aggregation).float(), rtol=1e-3, atol=1e-6)
+        assert not torch.allclose(plain.heads[layer], result.scores.heads[layer], rtol=1e-2)
+
+
+def test_a_baseline_is_refused_for_weights_and_corrupted_needs_counterparts(tiny_llama):
+    windows = torch.randint(0, 384, (1, 6), generator=torch.Generator().manual_seed(8))
+    with pytest.raises(ExciseError, match="weights are scored from zero"):
+        score_model(tiny_llama, windows, "lrp", granularities={"weight", "head"}, progress=False, baseline="mean")
+    with pytest.raises(ExciseError, match="corrupted counterpart"):
+        score_model(tiny_llama, windows, "lrp", granularities={"head"}, progress=False, baseline="corrupted")
 
 
 def test_lrp_next_token_margin_target(tiny_llama):
