@@ -26,7 +26,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.results_files import resumed_state  # noqa: E402
@@ -42,18 +44,37 @@ STATE = STATE_DIR / "state.json"
 COMMAND = "python benchmarks/circuits/run.py"
 RETAIN = 0.9
 REFERENCE, HELDOUT, SEED, REFINE = 32, 64, 0, 3
-#: variant -> (method, scorer params beyond `excise circuit`'s defaults, the search ablations it runs with or
-#: None for all). "lrp" is `excise circuit`'s default: relevance measured from what the search ablates to, ranked
-#: by its net effect over the prompts (`excise.circuits.config.LRP_CIRCUIT_DEFAULTS`); "lrp-paper" the paper's
-#: rule (|relevance| per prompt, from zero). EAP is the field's baseline (patched from the corrupted prompt);
-#: "eap-mean" patches to the mean, EAP's counterpart of mean ablation. gradient and wanda are the pruning peers.
+#: variant -> (method, its scorer params given the search ablation, the granularities and the search ablations
+#: it runs with, None for all). "lrp" is `excise circuit`'s default (`excise.circuits.config.LRP_CIRCUIT_DEFAULTS`):
+#: for heads, relevance measured from what the search ablates to and ranked by its net effect over the prompts;
+#: for neurons the paper's rule (|relevance| of each prompt, from zero), which "lrp-paper" is for heads and
+#: "lrp-net" the head default applied to neurons, so the table shows why each default is what it is. EAP is the
+#: field's baseline (patched from the corrupted prompt); "eap-mean" patches to the mean, EAP's counterpart of
+#: mean ablation. gradient and wanda are the pruning peers. "+ greedy" rows add `excise circuit --greedy`: after
+#: the sweep, every kept head is tried for removal, lowest score first (`excise.circuits.greedy`).
+class Variant(NamedTuple):
+    method: str
+    params: Callable[[str], dict]  # the search ablation -> scorer params beyond `excise circuit`'s defaults
+    units: tuple[str, ...] | None = None  # granularities it runs with (None: all its scorer supports)
+    ablations: tuple[str, ...] | None = None  # search ablations it runs with (None: all)
+    greedy: int = 0  # `--greedy`: units the pass after the sweep tries
+
+
+def _defaults(ablation: str) -> dict:
+    return {}
+
+
+GREEDY = 270  # every head a circuit keeps
 VARIANTS = {
-    "lrp": ("lrp", {}, None),
-    "lrp-paper": ("lrp", {"aggregation": "absolute", "baseline": "zero"}, None),
-    "eap": ("eap", {}, None),
-    "eap-mean": ("eap", {"baseline": "mean"}, ("mean",)),
-    "gradient": ("gradient", {}, None),
-    "wanda": ("wanda", {}, None),
+    "lrp": Variant("lrp", _defaults),
+    "lrp-paper": Variant("lrp", lambda ablation: {"aggregation": "absolute", "baseline": "zero"}, ("head",)),
+    "lrp-net": Variant("lrp", lambda ablation: {"aggregation": "net_absolute", "baseline": ablation}, ("neuron",)),
+    "eap": Variant("eap", _defaults),
+    "eap-mean": Variant("eap", lambda ablation: {"baseline": "mean"}, ablations=("mean",)),
+    "gradient": Variant("gradient", _defaults),
+    "wanda": Variant("wanda", _defaults),
+    "lrp + greedy": Variant("lrp", _defaults, ("head",), ("mean", "corrupted"), GREEDY),
+    "eap + greedy": Variant("eap", _defaults, ("head",), ("mean", "corrupted"), GREEDY),
 }
 ABLATIONS = ("zero", "mean", "corrupted")
 #: granularity -> coarse grid of levels (bisection refines near the threshold)
@@ -73,9 +94,10 @@ logger = logging.getLogger("benchmarks.circuits")
 
 
 def config_for(variant: str, granularity: str, ablation: str) -> CircuitConfig:
-    method, params, _ = VARIANTS[variant]
+    spec = VARIANTS[variant]
     return CircuitConfig(
-        method=method, granularity=granularity, target="task_logit_diff", ablation=ablation, params=params,
+        method=spec.method, granularity=granularity, target="task_logit_diff", ablation=ablation,
+        params=spec.params(ablation), greedy=spec.greedy,
         sparsities=GRIDS[granularity], refine_steps=REFINE, retain=RETAIN, reference=REFERENCE, heldout=HELDOUT, seed=SEED,
     )
 
@@ -105,7 +127,7 @@ def run_row(context, scores: Scores, variant: str, config: CircuitConfig) -> dic
         "method": variant, "scorer": config.method, "params": config.params, "granularity": config.granularity,
         "scope": config.scope, "ablation": config.ablation, "found": result.found, "chosen": result.chosen.as_dict(),
         "heldout": result.faithfulness, "curve": [p.as_dict() for p in curve], "grid": config.sparsities,
-        "wall_s": time.perf_counter() - started,
+        "greedy_tries": config.greedy, "greedy": result.greedy, "wall_s": time.perf_counter() - started,
     }
 
 
@@ -126,6 +148,8 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         c, h = r["chosen"], r["heldout"][r["ablation"]]
         size = f"**{_pct(c['sparsity'])}** ({c['removed']} of {c['units']})"
+        if r.get("greedy"):
+            size += f"; the sweep's {_pct(r['greedy']['swept']['sparsity'])}"
         if not r["found"]:
             size = f"none passes; best {_pct(c['sparsity'])} ({c['logit_diff'] / r['search_dense']:.0%} kept)"
         interval = 1.96 * h["logit_diff_sem"] / r["dense"]
@@ -156,21 +180,23 @@ def comparison(rows: list[dict]) -> list[str]:
 def target_check(rows: list[dict]) -> list[str]:
     """The issue's target: with mean or corrupted ablation, LRP's head circuit keeps >= 90% of the dense
     held-out logit difference with <= 10% of the heads, and is no larger than the EAP-style baseline's (the
-    smallest circuit of the EAP variants run with that ablation)."""
+    smallest circuit of the EAP rows run with that ablation, greedy pass included); for LRP with and
+    without the greedy pass."""
     lines = []
     for ablation in ("mean", "corrupted"):
-        lrp = removed(rows, "lrp", "head", ablation)
         eaps = [r for r in rows if r["scorer"] == "eap" and r["granularity"] == "head" and r["ablation"] == ablation]
-        if lrp is None or not eaps:
-            continue
-        kept, retained = 1 - lrp["chosen"]["sparsity"], lrp["heldout"][ablation]["retained"]
         eap_kept = min((1 - r["chosen"]["sparsity"] for r in eaps if r["found"]), default=float("nan"))
-        met = lrp["found"] and kept <= 0.10 and retained >= 0.9 and not kept > eap_kept
-        lines.append(
-            f"- {ablation}: LRP keeps {_pct(kept)} of heads ({lrp['chosen']['units'] - lrp['chosen']['removed']}), "
-            f"held-out {retained:.0%} of the dense logit difference; the smallest EAP circuit keeps {_pct(eap_kept)}: "
-            f"target {'**met**' if met else '**not met**'}"
-        )
+        for variant in ("lrp", "lrp + greedy"):
+            lrp = removed(rows, variant, "head", ablation)
+            if lrp is None or not eaps:
+                continue
+            kept, retained = 1 - lrp["chosen"]["sparsity"], lrp["heldout"][ablation]["retained"]
+            met = lrp["found"] and kept <= 0.10 and retained >= 0.9 and not kept > eap_kept
+            lines.append(
+                f"- {ablation}, {variant}: keeps {_pct(kept)} of heads ({lrp['chosen']['units'] - lrp['chosen']['removed']}), "
+                f"held-out {retained:.0%} of the dense logit difference; the smallest EAP circuit keeps "
+                f"{_pct(eap_kept)}: target {'**met**' if met else '**not met**'}"
+            )
     return lines
 
 
@@ -228,11 +254,14 @@ def write_results(context, rows: list[dict], state: dict, load_start: float, mis
         + "; ".join(f"{g} {', '.join(SEARCHES[g])}" for g in GRIDS)
         + " (neurons with `excise circuit`'s default only, and no weight granularity, to keep the run short: cutting "
         "one row-wise weight level takes up to ~27 s here); the activation scorer is left out (it found no head "
-        "circuit before). Methods: `lrp` is `excise circuit`'s default, relevance measured from the activation the "
-        "search ablates to (baseline = the ablation) and ranked by its net effect over the prompts (net_absolute); "
-        "`lrp-paper` the paper's rule (|relevance| of each prompt, from zero); `eap` attribution patching from the "
+        "circuit before). Methods: `lrp` is `excise circuit`'s default: for heads, relevance measured from the "
+        "activation the search ablates to (baseline = the ablation) and ranked by its net effect over the prompts "
+        "(net_absolute); for neurons the paper's rule (|relevance| of each prompt, from zero), which `lrp-paper` is "
+        "for heads and `lrp-net` the head default applied to neurons; `eap` attribution patching from the "
         "corrupted prompt, `eap-mean` to the mean (only with mean ablation); gradient (|gradient x activation|) and "
-        f"wanda. The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
+        f"wanda; `+ greedy` rows add `excise circuit --greedy {GREEDY}`: after the sweep every kept head is tried for "
+        "removal, lowest score first, and stays removed if the reference logit difference still passes (the size "
+        f"cell also gives the sweep's circuit it started from). The sparsest level keeping >= {RETAIN:.0%} of the reference logit difference is "
         "chosen. Held-out retained = circuit / dense logit difference (± 1.96 standard errors over the held-out prompts, "
         "relative to dense); normalized = (circuit - corrupted) / (dense - corrupted).",
         "",
@@ -269,15 +298,18 @@ def main() -> int:
     context = prepare_task(config_for("lrp", "head", "corrupted"))
     state = load_state()
     plan = [
-        (v, g, a) for g in GRIDS for v, (method, _, only) in VARIANTS.items()
-        if g in SCORERS[method].supported_granularities for a in SEARCHES[g] if only is None or a in only
+        (v, g, a) for g in GRIDS for v, spec in VARIANTS.items()
+        if g in SCORERS[spec.method].supported_granularities and (spec.units is None or g in spec.units)
+        for a in SEARCHES[g] if spec.ablations is None or a in spec.ablations
     ]
-    order = sorted(plan, key=lambda row: (row[1] != "head", VARIANTS[row[0]][0] not in ("lrp", "eap"), PRIORITY[row[2]]))
+    order = sorted(plan, key=lambda row: (
+        row[1] != "head", VARIANTS[row[0]].method not in ("lrp", "eap"), VARIANTS[row[0]].greedy > 0, PRIORITY[row[2]]))
 
     def done(variant: str, granularity: str, ablation: str) -> bool:
         row = state["rows"].get(f"{variant}/{granularity}/{ablation}", {})
         config = config_for(variant, granularity, ablation)
-        return row.get("grid") == config.sparsities and row.get("params") == config.params
+        same = (row.get("grid"), row.get("params"), row.get("greedy_tries", 0))
+        return same == (config.sparsities, config.params, config.greedy)
 
     for variant, granularity, ablation in order:
         if done(variant, granularity, ablation):

@@ -5,7 +5,8 @@
 - `circuit.dot`: the same graph for Graphviz (`dot -Tpng circuit.dot`);
 - `curve.json`: the sweep (task performance on the reference prompts at each level, by the
   share of units removed), the dense and corrupted baselines, the threshold, the chosen
-  point, whether it keeps the threshold (`found`) and its held-out faithfulness;
+  point, whether it keeps the threshold (`found`), the greedy pass (`greedy`: tries, removals,
+  the sweep's circuit it started from; null without one) and its held-out faithfulness;
 - `curve.png`, `heatmap.png`: performance vs sparsity; kept share per layer and head / MLP;
 - `README.md`: this card filled in; `manifest.json`: kind "circuit", provenance, metrics.
 """
@@ -43,8 +44,9 @@ def summary(result: CircuitResult) -> str:
     verdict = "" if result.found else (
         f"no level keeps {c.retain:.0%} of the dense logit difference on the reference prompts; the best level: "
     )
+    greedy = f" (the greedy pass removed {result.greedy['removed']} after the sweep)" if result.greedy else ""
     return (
-        f"{verdict}{chosen.removed} of {chosen.units} {c.granularity}s removed ({chosen.sparsity:.4g}; "
+        f"{verdict}{chosen.removed} of {chosen.units} {c.granularity}s removed{greedy} ({chosen.sparsity:.4g}; "
         f"{chosen.weight_sparsity:.4f} of decoder linear weights), held-out logit diff {heldout['logit_diff']:.3f} "
         f"{c.ablation}-ablated ({heldout['retained']:.0%} of dense {result.dense.logit_diff:.3f}), "
         f"accuracy {heldout['accuracy']:.3f}"
@@ -62,6 +64,7 @@ def curve_record(result: CircuitResult) -> dict[str, Any]:
         "threshold": result.threshold,
         "found": result.found,
         "chosen": result.chosen.as_dict(),
+        "greedy": result.greedy,
         "heldout": result.faithfulness,
         "points": [p.as_dict() for p in result.curve],
     }
@@ -89,6 +92,7 @@ def manifest_for(result: CircuitResult) -> Manifest:
             "corrupted": result.corrupted.as_dict() if result.corrupted else None,
             "search_dense": result.search_dense.as_dict(),
             "circuit": result.chosen.as_dict(),
+            "greedy": result.greedy,
             "faithfulness": result.faithfulness,
         },
         timings=result.timings,

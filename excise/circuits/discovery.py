@@ -24,6 +24,7 @@ from typing import Any
 from excise.circuits.ablation import ABLATIONS, ablated_score, check_corrupted, input_means
 from excise.circuits.config import CircuitConfig
 from excise.circuits.graph import circuit_graph
+from excise.circuits.greedy import greedy_removal
 from excise.circuits.scope import circuit_selection
 from excise.circuits.sweep import CurvePoint, Sweep, pick
 from excise.errors import ExciseError
@@ -53,6 +54,8 @@ class CircuitResult:
     faithfulness: dict[str, Any]  # held-out prompts, by ablation
     graph: dict[str, Any]
     scoring: dict[str, Any]
+    #: the greedy pass (tries, removed, the sweep's circuit it started from), None without one
+    greedy: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -186,8 +189,9 @@ def circuit_from_curve(
     config: CircuitConfig, context: TaskContext, sweep: Sweep, curve: list[CurvePoint], scoring: dict[str, Any],
     *, report: tuple[str, ...] | None = None,
 ) -> CircuitResult:
-    """The circuit at the sparsest level of `curve` that keeps the retained share, else at its best level;
-    reported on the held-out prompts under the ablations `report` (default: all the task allows)."""
+    """The circuit at the sparsest level of `curve` that keeps the retained share, else at its best level,
+    then (with `config.greedy`, when a level passes) thinned by the greedy pass; reported on the held-out
+    prompts under the ablations `report` (default: all the task allows)."""
     if not curve:
         raise ExciseError(
             f"no level of the grid removes any {config.granularity} at scope {config.scope!r} (every count rounds "
@@ -202,6 +206,13 @@ def circuit_from_curve(
             chosen.units, config.granularity,
         )
     masks = sweep.masks(chosen.level)
+    greedy = None
+    if config.greedy and found:
+        masks, removed = greedy_removal(
+            context.adapter, masks, sweep.scores, config.granularity, config.greedy, threshold, sweep.evaluate
+        )
+        swept, chosen = chosen, sweep.point_of(masks, chosen.level)
+        greedy = {"tries": min(config.greedy, swept.units - swept.removed), "removed": removed, "swept": swept.as_dict()}
     return CircuitResult(
         config=config,
         loaded=context.loaded,
@@ -217,6 +228,7 @@ def circuit_from_curve(
         faithfulness=faithfulness(context, masks, report),
         graph=circuit_graph(context.adapter, masks),
         scoring=scoring,
+        greedy=greedy,
     )
 
 

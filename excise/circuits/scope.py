@@ -27,7 +27,7 @@ def default_scope(granularity: str) -> str:
 
 
 #: unit -> (field of Scores / MaskSet, units per layer)
-_UNITS = {
+UNIT_FIELDS = {
     "neuron": ("neurons", lambda layer: layer.mlp.num_neurons),
     "head": ("heads", lambda layer: layer.attention.num_heads),
 }
@@ -45,7 +45,7 @@ class GlobalUnitSelection(Selection):
         self.name = f"global-{unit}"
 
     def select(self, scores, adapter, sparsity, params) -> MaskSet:
-        field, size = _UNITS[self.unit]
+        field, size = UNIT_FIELDS[self.unit]
         per_layer = {
             layer.index: layer_unit_scores(getattr(scores, field), layer.index, size(layer), self.unit)
             for layer in adapter.layers()
@@ -56,7 +56,7 @@ class GlobalUnitSelection(Selection):
         return MaskSet(**{field: dict(zip(layers, keep.split([per_layer[layer].numel() for layer in layers])))})
 
 
-_GLOBAL_UNITS = {unit: GlobalUnitSelection(unit) for unit in _UNITS}
+_GLOBAL_UNITS = {unit: GlobalUnitSelection(unit) for unit in UNIT_FIELDS}
 _ROW_NAMES = {"weight": "row", "neuron": "neuron", "head": "head"}
 
 

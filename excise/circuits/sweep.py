@@ -100,16 +100,22 @@ class Sweep:
     def point(self, level: float) -> CurvePoint | None:
         """The point of `level`'s mask; None when it removes nothing (the full model)."""
         masks = self.masks(level)
-        removed, units = removed_units(masks, self.adapter, self.granularity)
-        if removed == 0:
+        if removed_units(masks, self.adapter, self.granularity)[0] == 0:
             logger.info("level %.4g removes no %s; skipped", level, self.granularity)
             return None
         key = fingerprint(masks)
-        if key in self._points:
-            return self._points[key]
+        if key not in self._points:
+            point = self._points[key] = self.point_of(masks, level)
+            logger.info("level %.4g: %d of %d %ss removed, logit diff %.3f", level, point.removed, point.units,
+                        self.granularity, point.logit_diff)
+        return self._points[key]
+
+    def point_of(self, masks: MaskSet, level: float) -> CurvePoint:
+        """`masks` evaluated, as a point at the nominal `level` (not kept on the curve)."""
+        removed, units = removed_units(masks, self.adapter, self.granularity)
         score = self.evaluate(masks)
         weights_removed, weights = removed_units(masks, self.adapter, "weight")
-        point = CurvePoint(
+        return CurvePoint(
             level=level,
             sparsity=removed / units,
             removed=removed,
@@ -119,9 +125,6 @@ class Sweep:
             accuracy=score.accuracy,
             top1=score.top1,
         )
-        self._points[key] = point
-        logger.info("level %.4g: %d of %d %ss removed, logit diff %.3f", level, removed, units, self.granularity, point.logit_diff)
-        return point
 
     def run(self, grid: list[float], threshold: float, refine_steps: int) -> list[CurvePoint]:
         """Unique points of the grid and the bisection, by the share removed."""

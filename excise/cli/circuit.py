@@ -33,6 +33,7 @@ OPTIONS = (
     Option("retain"),
     Option("sparsities", type=_sparsities),
     Option("refine_steps", flags=("--refine",)),
+    Option("greedy"),
     Option("reference"),
     Option("heldout"),
     Option("seed"),

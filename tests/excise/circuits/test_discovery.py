@@ -76,6 +76,26 @@ def test_circuit_command_writes_the_artifact(tiny_llama_dir, task_file, tmp_path
     assert faithful["mean"]["count"] == 4
 
 
+def test_greedy_pass_removes_at_least_the_sweeps_circuit_and_still_passes(tiny_llama_dir, task_file, tmp_path, capsys):
+    out = tmp_path / "circuit"
+    assert main(_args(tiny_llama_dir, task_file, out, "--greedy", "8")) == 0
+    assert "the greedy pass removed" in capsys.readouterr().out
+    curve = json.loads((out / "curve.json").read_text())
+    greedy, chosen = curve["greedy"], curve["chosen"]
+    assert greedy["swept"] in curve["points"] and greedy["tries"] == 8 - greedy["swept"]["removed"]
+    assert chosen["removed"] == greedy["swept"]["removed"] + greedy["removed"]
+    assert chosen["logit_diff"] >= curve["threshold"]
+    masks = MaskSet.load(out)
+    assert sum(int((~m).sum()) for m in masks.heads.values()) == chosen["removed"]
+    assert Manifest.load(out).metrics["greedy"] == greedy
+
+
+def test_greedy_pass_on_weights_exits_2(tiny_llama_dir, task_file, tmp_path, capsys, no_scoring):
+    args = _args(tiny_llama_dir, task_file, tmp_path / "c", "--greedy", "5")
+    args[args.index("--granularity") + 1] = "weight"
+    assert "greedy pass removes heads or neurons" in _one_line_exit_2(capsys, main(args))
+
+
 def test_unreachable_level_writes_the_best_level_and_its_curve(tiny_llama_dir, task_file, tmp_path, capsys):
     out = tmp_path / "circuit"
     assert main(_args(tiny_llama_dir, task_file, out, "--retain", "50")) == 0
@@ -107,6 +127,33 @@ def test_corrupted_ablation_on_a_task_without_corrupted_prompts_exits_2(tiny_lla
     out = tmp_path / "circuit"
     error = _one_line_exit_2(capsys, main(_args(tiny_llama_dir, task_file, out, "--ablation", "corrupted")))
     assert "needs corrupted prompts" in error and not out.exists()
+
+
+def test_lrp_baseline_corrupted_on_a_task_without_corrupted_prompts_exits_2(tiny_llama_dir, task_file, tmp_path, capsys, no_scoring):
+    args = _args(tiny_llama_dir, task_file, tmp_path / "c", "--param", "baseline=corrupted")
+    args[args.index("--method") + 1] = "lrp"
+    error = _one_line_exit_2(capsys, main(args))
+    assert "method 'lrp' needs corrupted prompts" in error
+
+
+@pytest.mark.parametrize("param", ["baseline=median", "bogus=1"])
+def test_a_bad_scorer_parameter_exits_2(tiny_llama_dir, task_file, tmp_path, capsys, param, no_scoring):
+    args = _args(tiny_llama_dir, task_file, tmp_path / "c", "--param", param)
+    args[args.index("--method") + 1] = "lrp"
+    assert "scorer 'lrp' parameters" in _one_line_exit_2(capsys, main(args))
+
+
+def test_lrp_scores_heads_from_the_search_ablation_unless_told():
+    from excise.circuits.config import CircuitConfig
+
+    for ablation in ("zero", "mean", "corrupted"):
+        config = CircuitConfig(method="lrp", granularity="head", ablation=ablation)
+        assert config.params == {"aggregation": "net_absolute", "baseline": ablation}
+    assert CircuitConfig(method="lrp", granularity="head", params={"baseline": "zero"}).params["baseline"] == "zero"
+    assert CircuitConfig(method="lrp", granularity="neuron").params == {}  # neurons and weights: the paper's rule
+    assert CircuitConfig(method="lrp", granularity="weight").params == {}
+    assert CircuitConfig(method="eap", granularity="head", ablation="mean").params == {}  # EAP: corrupted, its own
+    assert CircuitConfig(method="lrp", granularity="head", params={"baseline": "corrupted"}).needs_corrupted()
 
 
 @pytest.mark.parametrize("grid", ["0,0.5", "0.5,1", "1.5"])
