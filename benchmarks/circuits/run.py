@@ -180,13 +180,15 @@ def comparison(rows: list[dict]) -> list[str]:
 def target_check(rows: list[dict]) -> list[str]:
     """The issue's target: with mean or corrupted ablation, LRP's head circuit keeps >= 90% of the dense
     held-out logit difference with <= 10% of the heads, and is no larger than the EAP-style baseline's (the
-    smallest circuit of the EAP rows run with that ablation, greedy pass included); for LRP with and
-    without the greedy pass."""
+    smallest circuit of the EAP rows run with that ablation and the same search: with or without the greedy
+    pass)."""
     lines = []
     for ablation in ("mean", "corrupted"):
-        eaps = [r for r in rows if r["scorer"] == "eap" and r["granularity"] == "head" and r["ablation"] == ablation]
-        eap_kept = min((1 - r["chosen"]["sparsity"] for r in eaps if r["found"]), default=float("nan"))
         for variant in ("lrp", "lrp + greedy"):
+            greedy = VARIANTS[variant].greedy > 0
+            eaps = [r for r in rows if r["scorer"] == "eap" and r["granularity"] == "head" and r["ablation"] == ablation
+                    and (r.get("greedy_tries", 0) > 0) == greedy]
+            eap_kept = min((1 - r["chosen"]["sparsity"] for r in eaps if r["found"]), default=float("nan"))
             lrp = removed(rows, variant, "head", ablation)
             if lrp is None or not eaps:
                 continue
@@ -194,7 +196,7 @@ def target_check(rows: list[dict]) -> list[str]:
             met = lrp["found"] and kept <= 0.10 and retained >= 0.9 and not kept > eap_kept
             lines.append(
                 f"- {ablation}, {variant}: keeps {_pct(kept)} of heads ({lrp['chosen']['units'] - lrp['chosen']['removed']}), "
-                f"held-out {retained:.0%} of the dense logit difference; the smallest EAP circuit keeps "
+                f"held-out {retained:.0%} of the dense logit difference; the smallest EAP circuit{' + greedy' if greedy else ''} keeps "
                 f"{_pct(eap_kept)}: target {'**met**' if met else '**not met**'}"
             )
     return lines
@@ -223,9 +225,9 @@ def write_results(context, rows: list[dict], state: dict, load_start: float, mis
     (RESULTS / "circuits.json").write_text(json.dumps(record, indent=1) + "\n")
     for granularity in GRIDS:
         for ablation in SEARCHES[granularity]:
-            curves = {
+            curves = {  # a "+ greedy" row's sweep is its scorer's own curve, drawn once
                 r["method"]: [CurvePoint(**p) for p in r["curve"]]
-                for r in rows if r["granularity"] == granularity and r["ablation"] == ablation
+                for r in rows if r["granularity"] == granularity and r["ablation"] == ablation and not r.get("greedy")
             }
             if not curves:
                 continue
@@ -277,7 +279,8 @@ def write_results(context, rows: list[dict], state: dict, load_start: float, mis
         "",
         *comparison(rows),
         "",
-        "Curves (reference prompts, logit difference / dense vs share removed): "
+        "Curves (reference prompts, logit difference / dense vs share removed; a `+ greedy` row starts from its "
+        "scorer's curve): "
         + ", ".join(f"`circuits_{g}_{a}.png`" for g, a in dict.fromkeys((r["granularity"], r["ablation"]) for r in rows))
         + "; raw numbers: `circuits.json`.",
         "",

@@ -40,9 +40,9 @@ class CorrectConfig(ComputeSettings):
     # the chosen budgets gave wanda -15%, this lrp -12.5%, activation -7%: none separates from dense, LRP and
     # wanda cannot be told apart (paired McNemar p = 0.73), and choosing on test figures would tune on the test.
     # Contrasted with the harmless continuations too (keep="general+harmless") the same lrp does better at the
-    # benchmark's sizes (validation -49%, test -18.8%), but at the slow test's small sizes (32 prompts, 6
-    # reference samples each; make serve uses 4) it lowered validation toxicity by 12% only (0.531 -> 0.469)
-    # where this default passes its -20% check, so keep stays "general" until small sizes are measured too.
+    # benchmark's sizes (116 reference prompts x 10 samples: validation -49%, test -18.8%), but at make serve's
+    # (32 prompts x 4 samples, 11-16 toxic texts) it does worse on every one of 3 reference seeds: validation
+    # -10.8% against -34.2% on average (benchmarks/results/correction_small_sizes.md), so keep stays "general".
     method: str = Field("lrp", description="relevance method")
     granularity: Unit = Field("neuron", description="the unit removed")
     target: Objective = Field("next_token_margin", description="what lrp explains at each token: the next token's logit, "
