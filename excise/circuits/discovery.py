@@ -208,11 +208,11 @@ def circuit_from_curve(
     masks = sweep.masks(chosen.level)
     greedy = None
     if config.greedy and found:
-        masks, removed = greedy_removal(
+        masks, greedy = greedy_removal(
             context.adapter, masks, sweep.scores, config.granularity, config.greedy, threshold, sweep.evaluate
         )
         swept, chosen = chosen, sweep.point_of(masks, chosen.level)
-        greedy = {"tries": min(config.greedy, swept.units - swept.removed), "removed": removed, "swept": swept.as_dict()}
+        greedy["swept"] = swept.as_dict()
     return CircuitResult(
         config=config,
         loaded=context.loaded,

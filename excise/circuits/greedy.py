@@ -30,9 +30,9 @@ logger = logging.getLogger(__name__)
 def greedy_removal(
     adapter: ModelAdapter, masks: MaskSet, scores: Scores, granularity: str, tries: int, threshold: float,
     evaluate: Callable[[MaskSet], TaskScore],
-) -> tuple[MaskSet, int]:
+) -> tuple[MaskSet, dict[str, int]]:
     """`masks` with every unit removed that keeps `evaluate(...).logit_diff >= threshold`, trying the kept
-    units lowest score first, at most `tries` of them; and how many removals it kept."""
+    units lowest score first, at most `tries` of them; and how many it tried and how many removals it kept."""
     field, size = UNIT_FIELDS[granularity]
     kept = {layer: mask.clone() for layer, mask in getattr(masks, field).items()}
     candidates = []
@@ -40,12 +40,12 @@ def greedy_removal(
         score = layer_unit_scores(getattr(scores, field), layer.index, size(layer), granularity)
         mask = kept.setdefault(layer.index, torch.ones(size(layer), dtype=torch.bool))
         candidates += [(float(score[unit]), layer.index, unit) for unit in mask.nonzero().flatten().tolist()]
-    removed = 0
-    for _, layer, unit in tqdm(sorted(candidates)[:tries], desc=f"greedy {granularity} removal", unit=granularity):
+    removed, tried = 0, sorted(candidates)[:tries]
+    for _, layer, unit in tqdm(tried, desc=f"greedy {granularity} removal", unit=granularity):
         kept[layer][unit] = False
         if evaluate(MaskSet(**{field: kept})).logit_diff >= threshold:
             removed += 1
         else:
             kept[layer][unit] = True
-    logger.info("greedy pass: %d of %d tried %ss removed", removed, min(tries, len(candidates)), granularity)
-    return MaskSet(**{field: kept}), removed
+    logger.info("greedy pass: %d of %d tried %ss removed", removed, len(tried), granularity)
+    return MaskSet(**{field: kept}), {"tries": len(tried), "removed": removed}

@@ -24,9 +24,9 @@ def test_greedy_tries_units_lowest_score_first_and_keeps_only_passing_removals(t
         tried.append(removed)
         return TaskScore(logit_diff=0.0 if removed & needed else 1.0, accuracy=1.0, top1=1.0, count=1, logit_diff_sem=0.0)
 
-    masks, removed = greedy_removal(adapter, start, scores, "head", 4, 0.5, evaluate)
+    masks, counts = greedy_removal(adapter, start, scores, "head", 4, 0.5, evaluate)
     # kept units by score: (0,1)=1, (0,3)=2, (1,2)=4, (0,0)=5, ...; the first four are tried, in that order
     assert [sorted(t - {(1, 0)}) for t in tried] == [[(0, 1)], [(0, 1), (0, 3)], [(0, 1), (1, 2)], [(0, 0), (0, 1)]]
-    assert removed == 2
+    assert counts == {"tries": 4, "removed": 2}
     assert masks.heads[0].tolist() == [False, False, True, True] and masks.heads[1].tolist() == [False, True, True, True]
     assert start.heads[0].all()  # the sweep's masks are not changed in place
