@@ -97,12 +97,12 @@ PRIORITY = {"mean": 0, "corrupted": 1, "zero": 2}
 logger = logging.getLogger("benchmarks.circuits")
 
 
-def config_for(variant: str, granularity: str, ablation: str) -> CircuitConfig:
+def config_for(variant: str, granularity: str, ablation: str, *, heldout: int = HELDOUT, seed: int = SEED) -> CircuitConfig:
     spec = VARIANTS[variant]
     return CircuitConfig(
         method=spec.method, granularity=granularity, target="task_logit_diff", ablation=ablation,
         params=spec.params(ablation), greedy=spec.greedy, sparsities=GRIDS[granularity], refine_steps=REFINE,
-        retain=RETAIN, reference=spec.reference or REFERENCE, heldout=HELDOUT, seed=SEED,
+        retain=RETAIN, reference=spec.reference or REFERENCE, heldout=heldout, seed=seed,
     )
 
 
@@ -112,6 +112,8 @@ def method_scores(context, config: CircuitConfig, granularities: list[str], stat
     name = "-".join([config.method, *(f"{k}={v}" for k, v in sorted(config.params.items()))])
     if config.reference != REFERENCE:
         name += f"-reference={config.reference}"
+    if config.seed != SEED:  # other reference prompts (the held-out count does not change the scores)
+        name += f"-seed={config.seed}"
     folder = STATE_DIR / f"scores-{name}"
     if (folder / "summary.json").is_file():
         state["scoring"][name] = json.loads((folder / "summary.json").read_text())

@@ -120,3 +120,20 @@ def test_correction_reading_compares_the_best_lrp_with_the_best_peer_on_the_same
     assert "McNemar p = 1, maximum toxicity LRP - peer [+0.100, +0.100] (95%): activation is lower." in lines[-1]
     tests[1]["values"] = [0.7, 0.8, 0.1, 0.2]  # now higher on two prompts and lower on two
     assert "cannot be told apart" in report.reading("toxicity", tests, validations=[])[-1]
+
+
+def test_circuit_splits_verdict_needs_a_small_faithful_circuit_no_larger_than_eaps():
+    seeds = _module("benchmarks/circuits/seeds.py")
+
+    def row(kept, retained, half_width):
+        return {"kept": kept, "units": 270, "found": True, "retained": retained, "retained_half_width": half_width}
+
+    # 27 heads is exactly 10% of 270; the lower end of 0.95 +- 0.04 is 0.91 >= 0.9, of 0.95 +- 0.06 it is 0.89
+    assert seeds.verdict(row(27, 0.95, 0.04), row(30, 1.0, 0.1)) == {
+        "met": True, "held_out_firm": True, "heads_fewer_than_eap": 3}
+    assert seeds.verdict(row(27, 0.95, 0.06), row(27, 1.0, 0.1))["held_out_firm"] is False
+    assert seeds.verdict(row(28, 0.95, 0.01), row(40, 1.0, 0.1))["met"] is False  # more than 10% of the heads
+    assert seeds.verdict(row(14, 0.89, 0.01), row(40, 1.0, 0.1))["met"] is False  # below 90% held out
+    assert seeds.verdict(row(14, 0.95, 0.01), row(13, 1.0, 0.1))["met"] is False  # larger than EAP's
+    # over splits 10, 14, 18: mean 14, sample sd 4, half width 1.96 * 4 / sqrt(3)
+    assert seeds._half_width([10, 14, 18]) == pytest.approx(1.96 * 4 / 3 ** 0.5)
